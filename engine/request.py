@@ -1,0 +1,48 @@
+"""What the engine is asked to do and what it reports back, independent of Triton."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from engine.sampling import SamplingParams
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end id or a stop sequence
+    LENGTH = "length"  # max_tokens or the context window
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    priority: int = 0  # higher is scheduled first
+    arrival_ns: int = field(default_factory=time.monotonic_ns)
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids must not be empty")
+
+
+@dataclass(slots=True)
+class StepOutput:
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool = False
+    finish_reason: FinishReason | None = None
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+
+
+class OutputSink(Protocol):
+    """Where one request's results go (a Triton response sender, a queue in tests, a benchmark recorder)."""
+
+    def is_cancelled(self) -> bool: ...
+
+    def emit(self, output: StepOutput) -> None: ...
+
+    def fail(self, error: Exception) -> None: ...

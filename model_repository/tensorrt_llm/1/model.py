@@ -1,0 +1,199 @@
+"""Triton Python-backend model for the `tensorrt_llm` slot, served by Sluice's CPU engine.
+
+Decoupled: `execute` parses each request into a GenerationRequest and hands it to the engine thread, which streams
+responses through the request's response sender and ends each request with TRITONSERVER_RESPONSE_COMPLETE_FINAL.
+A bad request gets its own error response; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from engine.engine import Engine
+from engine.model import load_checkpoint
+from engine.request import FinishReason, GenerationRequest, StepOutput
+from engine.sampling import SamplingParams
+
+log = logging.getLogger("sluice.tensorrt_llm")
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def _optional(request, name: str):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy().reshape(-1)
+
+
+def _scalar(request, name: str, default, cast):
+    values = _optional(request, name)
+    return default if values is None or values.size == 0 else cast(values[0])
+
+
+def _word_lists(request, name: str) -> list[list[int]]:
+    """TensorRT-LLM's [2, N] layout: row 0 the concatenated token ids, row 1 the end offsets (padded with -1)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return []
+    array = tensor.as_numpy().reshape(2, -1)
+    ids, offsets = array[0].tolist(), [int(o) for o in array[1].tolist() if o >= 0]
+    sequences, start = [], 0
+    for end in offsets:
+        if end > start:
+            sequences.append([int(t) for t in ids[start:end]])
+        start = end
+    return sequences
+
+
+class _ResponseSink:
+    """Adapts one Triton request to the engine's OutputSink."""
+
+    def __init__(self, model: TritonPythonModel, request, prompt_ids: list[int], streaming: bool,
+                 exclude_input: bool, arrival_ns: int) -> None:
+        self._model = model
+        self._request = request
+        self._sender = request.get_response_sender()
+        self._prompt_ids = prompt_ids
+        self._streaming = streaming
+        self._exclude_input = exclude_input
+        self._arrival_ns = arrival_ns
+        self._first_token_ns = 0
+        self._collected: list[int] = []
+        self._cached_tokens = 0
+
+    def is_cancelled(self) -> bool:
+        return self._request.is_cancelled()
+
+    def _response(self, token_ids: list[int]) -> pb_utils.InferenceResponse:
+        ids = np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("output_ids", ids),
+            pb_utils.Tensor("sequence_length", np.asarray([[len(token_ids)]], dtype=np.int32)),
+            pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[self._cached_tokens]], dtype=np.int32)),
+            pb_utils.Tensor("arrival_time_ns", np.asarray([[self._arrival_ns]], dtype=np.int64)),
+            pb_utils.Tensor("first_token_time_ns", np.asarray([[self._first_token_ns]], dtype=np.int64)),
+        ])
+
+    def emit(self, output: StepOutput) -> None:
+        self._cached_tokens = output.cached_tokens
+        if output.new_token_ids and not self._first_token_ns:
+            self._first_token_ns = time.time_ns()
+            self._model.metrics.observe_first_token(self._arrival_ns)
+        self._model.metrics.count_tokens(len(output.new_token_ids))
+        if output.finished:
+            self._model.metrics.finish(output.finish_reason)
+        if output.finish_reason is FinishReason.CANCELLED:
+            self._sender.send(flags=FINAL)
+            return
+        if self._streaming:
+            if output.new_token_ids or output.finished:
+                self._sender.send(self._response(output.new_token_ids), flags=FINAL if output.finished else 0)
+            return
+        self._collected.extend(output.new_token_ids)
+        if output.finished:
+            tokens = self._collected if self._exclude_input else self._prompt_ids + self._collected
+            self._sender.send(self._response(tokens), flags=FINAL)
+
+    def fail(self, error: Exception) -> None:
+        self._model.metrics.finish(None)
+        self._sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))), flags=FINAL)
+
+
+class _Metrics:
+    """Engine metrics on Triton's metrics port, labelled by model and version."""
+
+    def __init__(self, model_name: str, version: str) -> None:
+        labels = {"model": model_name, "version": version}
+        # Families must outlive their metrics, so they are kept on the object.
+        self._families = {
+            "requests": pb_utils.MetricFamily("sluice_engine_requests_total", "Finished requests by outcome",
+                                              pb_utils.MetricFamily.COUNTER),
+            "tokens": pb_utils.MetricFamily("sluice_engine_output_tokens_total", "Generated tokens",
+                                            pb_utils.MetricFamily.COUNTER),
+            "running": pb_utils.MetricFamily("sluice_engine_requests_running", "Requests in the engine",
+                                             pb_utils.MetricFamily.GAUGE),
+            "ttft": pb_utils.MetricFamily("sluice_engine_ttft_seconds", "Arrival to first token",
+                                          pb_utils.MetricFamily.HISTOGRAM),
+        }
+        self._outcomes = {reason: self._families["requests"].Metric(labels={**labels, "outcome": reason})
+                          for reason in ("stop", "length", "cancelled", "error")}
+        self._tokens = self._families["tokens"].Metric(labels=labels)
+        self._running = self._families["running"].Metric(labels=labels)
+        self._ttft = self._families["ttft"].Metric(labels=labels,
+                                                   buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+
+    def start(self) -> None:
+        self._running.increment(1)
+
+    def observe_first_token(self, arrival_ns: int) -> None:
+        self._ttft.observe((time.time_ns() - arrival_ns) / 1e9)
+
+    def count_tokens(self, n: int) -> None:
+        if n:
+            self._tokens.increment(n)
+
+    def finish(self, reason: FinishReason | None) -> None:
+        self._outcomes[reason.value if reason else "error"].increment(1)
+        self._running.increment(-1)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException("tensorrt_llm must be decoupled (model_transaction_policy)")
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        torch.set_num_threads(int(params.get("torch_threads") or 1))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, model_args = load_checkpoint(params["checkpoint_dir"], dtype=torch.float32, device=device)
+        self.engine = Engine(model, model_args, max_seq_len=int(params.get("max_seq_len") or 0) or None,
+                             device=device)
+        self.metrics = _Metrics(args["model_name"], args["model_version"])
+        self.engine.start()
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            arrival_ns = time.time_ns()
+            try:
+                generation, sink = self._parse(request, arrival_ns)
+                self.metrics.start()
+                self.engine.submit(generation, sink)
+            except Exception as exc:  # bad input: this request's error, nobody else's
+                request.get_response_sender().send(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid request: {exc}")), flags=FINAL)
+        return None
+
+    def _parse(self, request, arrival_ns: int) -> tuple[GenerationRequest, _ResponseSink]:
+        input_ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
+        length = _scalar(request, "input_lengths", input_ids.size, int)
+        if not 0 < length <= input_ids.size:
+            raise ValueError(f"input_lengths {length} does not fit input_ids of {input_ids.size}")
+        prompt = [int(t) for t in input_ids[:length]]
+        params = SamplingParams(
+            max_tokens=_scalar(request, "request_output_len", 16, int),
+            temperature=_scalar(request, "temperature", 1.0, float),
+            top_k=_scalar(request, "runtime_top_k", 0, int),
+            top_p=_scalar(request, "runtime_top_p", 1.0, float) or 1.0,
+            seed=_scalar(request, "seed", None, int),
+            repetition_penalty=_scalar(request, "repetition_penalty", 1.0, float),
+            presence_penalty=_scalar(request, "presence_penalty", 0.0, float),
+            frequency_penalty=_scalar(request, "frequency_penalty", 0.0, float),
+            min_tokens=_scalar(request, "min_tokens", 0, int),
+            end_id=_scalar(request, "end_id", None, int),
+            stop_token_seqs=_word_lists(request, "stop_words_list"),
+            bad_token_seqs=_word_lists(request, "bad_words_list"),
+        )
+        generation = GenerationRequest(
+            request_id=request.request_id() or f"triton-{arrival_ns}",
+            prompt_ids=prompt, params=params, priority=_scalar(request, "priority", 0, int))
+        sink = _ResponseSink(self, request, prompt, streaming=_scalar(request, "streaming", False, bool),
+                             exclude_input=_scalar(request, "exclude_input_in_output", False, bool),
+                             arrival_ns=arrival_ns)
+        return generation, sink
+
+    def finalize(self) -> None:
+        self.engine.shutdown()

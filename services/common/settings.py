@@ -1,0 +1,74 @@
+"""One settings object for the local stack, filled from SLUICE_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    http_port: int = 8080  # Envoy: OpenAI HTTP/SSE facade and native gRPC on one port
+    envoy_admin_port: int = 9901
+    orchestrator_port: int = 50051
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
+    model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
+    model_name: str = "sluice-demo"  # the public name in /v1/models
+    max_batch_size: int = 64
+    max_tokens_default: int = 256
+
+    def __post_init__(self) -> None:
+        ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
+                 self.triton_grpc_port, self.triton_metrics_port]
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is out of range")
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"ports must be distinct, got {ports}")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        base = cls()
+        values: dict[str, object] = {
+            "host": os.environ.get("SLUICE_HOST", base.host),
+            "http_port": _env_int("SLUICE_HTTP_PORT", base.http_port),
+            "envoy_admin_port": _env_int("SLUICE_ENVOY_ADMIN_PORT", base.envoy_admin_port),
+            "orchestrator_port": _env_int("SLUICE_ORCHESTRATOR_PORT", base.orchestrator_port),
+            "triton_http_port": _env_int("SLUICE_TRITON_HTTP_PORT", base.triton_http_port),
+            "triton_grpc_port": _env_int("SLUICE_TRITON_GRPC_PORT", base.triton_grpc_port),
+            "triton_metrics_port": _env_int("SLUICE_TRITON_METRICS_PORT", base.triton_metrics_port),
+            "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
+            "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
+            "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.host}:{self.triton_grpc_port}"
+
+    @property
+    def public_base_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}/v1"

@@ -1,0 +1,222 @@
+"""The orchestrator's internal chat request, and its strict parser for OpenAI `/v1/chat/completions` JSON.
+
+Every rejection is an OpenAI-shaped 400 naming the offending parameter; nothing reaches the model unless the whole
+request is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import ApiError, invalid
+
+ROLES = {"system", "developer", "user", "assistant", "tool"}
+MAX_STOP_SEQUENCES = 4
+
+# Accepted OpenAI fields. Those listed in UNSUPPORTED are understood but not implemented here: they get a clear 400
+# rather than being silently ignored.
+KNOWN_FIELDS = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "response_format",
+    "logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
+    "function_call", "metadata", "store", "service_tier", "top_k", "repetition_penalty", "min_tokens",
+}
+UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
+               "function_call"}
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    role: str
+    content: str
+    name: str | None = None
+
+    def as_template_dict(self) -> dict[str, Any]:
+        # developer messages are system messages for templates that predate the role
+        role = "system" if self.role == "developer" else self.role
+        message: dict[str, Any] = {"role": role, "content": self.content}
+        if self.name:
+            message["name"] = self.name
+        return message
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+
+
+def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(f"Invalid type for '{name}': expected a number, but got {type(value).__name__}.", name,
+                      "invalid_type")
+    if not low <= value <= high:
+        raise invalid(f"Invalid '{name}': {value} is not between {low} and {high}.", name, "invalid_value")
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"Invalid type for '{name}': expected an integer, but got {type(value).__name__}.", name,
+                      "invalid_type")
+    if not low <= value <= high:
+        raise invalid(f"Invalid '{name}': {value} is not between {low} and {high}.", name, "invalid_value")
+    return value
+
+
+def _content(message: dict[str, Any], index: int) -> str:
+    content = message.get("content")
+    param = f"messages.[{index}].content"
+    if isinstance(content, str):
+        return content
+    if content is None and message.get("role") == "assistant":
+        return ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise invalid("Only text content parts are supported by this model.", param, "invalid_value")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise invalid(f"Invalid type for '{param}': expected a string or an array of text parts.", param, "invalid_type")
+
+
+def _messages(body: dict[str, Any]) -> list[ChatMessage]:
+    raw = body.get("messages")
+    if raw is None:
+        raise invalid("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
+    if not isinstance(raw, list):
+        raise invalid("Invalid type for 'messages': expected an array.", "messages", "invalid_type")
+    if not raw:
+        raise invalid("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages",
+                      "empty_array")
+    messages = []
+    for index, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise invalid(f"Invalid type for 'messages.[{index}]': expected an object.", f"messages.[{index}]",
+                          "invalid_type")
+        role = message.get("role")
+        if role not in ROLES:
+            raise invalid(f"Invalid value for 'messages.[{index}].role': {role!r}. Supported values are: "
+                          f"{', '.join(sorted(ROLES))}.", f"messages.[{index}].role", "invalid_value")
+        if message.get("tool_calls") or role == "tool":
+            raise invalid("Tool calls are not supported by this deployment.", f"messages.[{index}]",
+                          "unsupported_parameter")
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise invalid(f"Invalid type for 'messages.[{index}].name': expected a string.",
+                          f"messages.[{index}].name", "invalid_type")
+        messages.append(ChatMessage(role=role, content=_content(message, index), name=name))
+    return messages
+
+
+def _stop(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise invalid("Invalid type for 'stop': expected a string or an array of strings.", "stop", "invalid_type")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise invalid(f"Invalid 'stop': at most {MAX_STOP_SEQUENCES} sequences are allowed.", "stop", "invalid_value")
+    if any(s == "" for s in stop):
+        raise invalid("Invalid 'stop': stop sequences must not be empty.", "stop", "invalid_value")
+    return stop
+
+
+def parse_json_body(data: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                      "your HTTP library correctly. The OpenAI API expects a JSON payload.)", None,
+                      "invalid_json") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    return body
+
+
+def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
+    for name in sorted(UNSUPPORTED & set(body)):
+        if body[name] not in (None, False, [], {}):
+            raise invalid(f"'{name}' is not supported by this deployment.", name, "unsupported_parameter")
+    model = body.get("model")
+    if model is None:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise invalid("Invalid type for 'model': expected a non-empty string.", "model", "invalid_type")
+    n = _integer(body, "n", 1, 128)
+    if n not in (None, 1):
+        raise invalid("Only n=1 is supported.", "n", "unsupported_value")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                          "stream_options", "invalid_value")
+        if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+            raise invalid("Invalid 'stream_options': expected {\"include_usage\": boolean}.", "stream_options",
+                          "invalid_type")
+        include_usage = bool(options.get("include_usage", False))
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise invalid("Only response_format {\"type\": \"text\"} is supported.", "response_format",
+                      "unsupported_value")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise invalid("Invalid type for 'user': expected a string.", "user", "invalid_type")
+    max_tokens = _integer(body, "max_completion_tokens", 1, 1 << 20)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, 1 << 20)
+    return ChatRequest(
+        model=model,
+        messages=_messages(body),
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
+        top_k=_integer(body, "top_k", 0, 1 << 20) or 0,
+        seed=_integer(body, "seed", -(2**63), 2**63 - 1),
+        stop=_stop(body),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.01, 10.0),
+        min_tokens=_integer(body, "min_tokens", 0, 1 << 20) or 0,
+        stream=stream,
+        include_usage=include_usage,
+        user=user,
+    )
+
+
+def error_from(exc: Exception) -> ApiError:
+    return exc if isinstance(exc, ApiError) else ApiError(500, "The server had an error while processing your "
+                                                                "request.", "server_error", None, "internal_error")

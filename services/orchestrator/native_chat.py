@@ -1,0 +1,95 @@
+"""The native gRPC Chat API: typed requests and a typed stream of start / delta / finish events."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from sluice.v1 import chat_pb2, chat_pb2_grpc
+
+from services.common.errors import ApiError, invalid
+from services.orchestrator.chat_request import ROLES, ChatMessage, ChatRequest
+from services.orchestrator.generate import Finished, Generator, TextDelta
+from services.orchestrator.openai_facade import request_id_of
+
+log = logging.getLogger(__name__)
+
+_FINISH = {"stop": chat_pb2.FINISH_REASON_STOP, "length": chat_pb2.FINISH_REASON_LENGTH,
+           "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER, "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS}
+
+
+def to_chat_request(request: chat_pb2.GenerateRequest) -> ChatRequest:
+    sampling = request.sampling
+    return ChatRequest(
+        model=request.model,
+        messages=[ChatMessage(role=m.role, content=m.content, name=m.name or None) for m in request.messages],
+        max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else None,
+        temperature=sampling.temperature if sampling.HasField("temperature") else 1.0,
+        top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
+        top_k=sampling.top_k if sampling.HasField("top_k") else 0,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        stop=list(sampling.stop),
+        presence_penalty=sampling.presence_penalty if sampling.HasField("presence_penalty") else 0.0,
+        frequency_penalty=sampling.frequency_penalty if sampling.HasField("frequency_penalty") else 0.0,
+        repetition_penalty=sampling.repetition_penalty if sampling.HasField("repetition_penalty") else 1.0,
+        min_tokens=sampling.min_tokens if sampling.HasField("min_tokens") else 0,
+        stream=True,
+        user=request.user or None,
+    )
+
+
+def validate(request: ChatRequest) -> None:
+    if not request.model:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not request.messages:
+        raise invalid("'messages' must not be empty.", "messages", "empty_array")
+    for index, message in enumerate(request.messages):
+        if message.role not in ROLES - {"tool"}:
+            raise invalid(f"Invalid role {message.role!r}.", f"messages.[{index}].role", "invalid_value")
+    if not 0 <= request.temperature <= 2:
+        raise invalid("'temperature' must be between 0 and 2.", "temperature", "invalid_value")
+    if not 0 <= request.top_p <= 1:
+        raise invalid("'top_p' must be between 0 and 1.", "top_p", "invalid_value")
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise invalid("'max_tokens' must be at least 1.", "max_tokens", "invalid_value")
+
+
+class NativeChat(chat_pb2_grpc.ChatServicer):
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    async def Generate(self, request: chat_pb2.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.GenerateResponse]:
+        request_id = request_id_of(context)
+        response_id = f"gen-{uuid.uuid4().hex}"
+        try:
+            chat = to_chat_request(request)
+            validate(chat)
+            prepared = self.generator.prepare(chat)
+        except ApiError as error:
+            await context.abort(error.grpc_code, error.message)
+            return
+        await context.send_initial_metadata((("x-request-id", request_id), ("x-sluice-model", prepared.entry.name)))
+        yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, start=chat_pb2.GenerateResponse.Start(
+            role="assistant", created=int(time.time())))
+        events = self.generator.run(prepared, request_id)
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        delta = chat_pb2.GenerateResponse.Delta(content=event.text, token_count=event.token_count)
+                        yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, delta=delta)
+                elif isinstance(event, Finished):
+                    usage = chat_pb2.Usage(prompt_tokens=event.usage.prompt_tokens,
+                                           completion_tokens=event.usage.completion_tokens,
+                                           total_tokens=event.usage.total_tokens,
+                                           cached_prompt_tokens=event.usage.cached_prompt_tokens)
+                    finish = chat_pb2.GenerateResponse.Finish(reason=_FINISH[event.reason], usage=usage)
+                    yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, finish=finish)
+        except ApiError as error:
+            await context.abort(error.grpc_code, error.message)
+        finally:
+            await events.aclose()

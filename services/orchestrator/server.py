@@ -1,0 +1,73 @@
+"""The orchestrator's gRPC server: OpenAI facade + native Chat + health + reflection, built by a factory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sluice.v1 import chat_pb2, chat_pb2_grpc, openai_pb2, openai_pb2_grpc
+
+from services.common.settings import Settings
+from services.orchestrator.catalog import ModelCatalog, ModelEntry
+from services.orchestrator.generate import Generator
+from services.orchestrator.native_chat import NativeChat
+from services.orchestrator.openai_facade import OpenAIFacade
+from services.orchestrator.triton_llm import TritonLLM
+
+log = logging.getLogger("sluice.orchestrator")
+
+SERVICE_NAMES = (
+    openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
+    chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name,
+)
+
+
+async def create_server(settings: Settings, address: str | None = None,
+                        llm: TritonLLM | None = None) -> tuple[grpc.aio.Server, int, TritonLLM]:
+    """Builds and starts the server. `address` may use port 0 (tests); returns the bound port."""
+    catalog = ModelCatalog([ModelEntry.from_checkpoint(settings.model_name, settings.model_dir)])
+    llm = llm or TritonLLM(settings.triton_grpc_url)
+    generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator), server)
+    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address or f"{settings.host}:{settings.orchestrator_port}")
+    if port == 0:
+        raise OSError(f"cannot bind the orchestrator to {address or settings.orchestrator_port}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, llm
+
+
+async def serve(settings: Settings, grace_seconds: float) -> None:
+    server, port, llm = await create_server(settings)
+    log.info("orchestrator listening on %s:%d", settings.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: in-flight streams have %.0f s to finish", grace_seconds)
+    await server.stop(grace_seconds)
+    await llm.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sluice orchestrator")
+    parser.add_argument("--grace", type=float, default=30.0, help="seconds in-flight streams get at shutdown")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(Settings.from_env(), args.grace))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Streams token ids from Triton's `tensorrt_llm` model over gRPC (decoupled, one bidirectional stream per request).
+
+The orchestrator talks to the LLM slot directly rather than through the ensemble: Triton 2.51 forwards a client's
+cancellation to a model only on a direct call, and a stopped stream must free the engine's batch slot at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import ApiError, unavailable
+
+log = logging.getLogger(__name__)
+
+LLM_MODEL = "tensorrt_llm"
+
+
+@dataclass(slots=True)
+class LLMParams:
+    max_tokens: int
+    end_id: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    priority: int = 0
+
+
+def _input(name: str, value: np.ndarray) -> InferInput:
+    tensor = InferInput(name, list(value.shape), {
+        np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32", np.dtype(np.uint64): "UINT64",
+        np.dtype(np.bool_): "BOOL"}[value.dtype])
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def build_inputs(prompt_ids: list[int], params: LLMParams) -> list[InferInput]:
+    scalars: list[tuple[str, np.ndarray]] = [
+        ("input_lengths", np.array([[len(prompt_ids)]], dtype=np.int32)),
+        ("request_output_len", np.array([[params.max_tokens]], dtype=np.int32)),
+        ("end_id", np.array([[params.end_id]], dtype=np.int32)),
+        ("temperature", np.array([[params.temperature]], dtype=np.float32)),
+        ("runtime_top_p", np.array([[params.top_p]], dtype=np.float32)),
+        ("runtime_top_k", np.array([[params.top_k]], dtype=np.int32)),
+        ("presence_penalty", np.array([[params.presence_penalty]], dtype=np.float32)),
+        ("frequency_penalty", np.array([[params.frequency_penalty]], dtype=np.float32)),
+        ("repetition_penalty", np.array([[params.repetition_penalty]], dtype=np.float32)),
+        ("min_tokens", np.array([[params.min_tokens]], dtype=np.int32)),
+        ("streaming", np.array([[True]], dtype=np.bool_)),
+        ("exclude_input_in_output", np.array([[True]], dtype=np.bool_)),
+        ("priority", np.array([[params.priority]], dtype=np.int32)),
+    ]
+    if params.seed is not None:
+        scalars.append(("seed", np.array([[params.seed % 2**64]], dtype=np.uint64)))
+    inputs = [_input("input_ids", np.array([prompt_ids], dtype=np.int32))]
+    inputs.extend(_input(name, value) for name, value in scalars)
+    return inputs
+
+
+class TritonLLM:
+    def __init__(self, url: str, model_name: str = LLM_MODEL) -> None:
+        self.url = url
+        self.model_name = model_name
+        self._client = triton_aio.InferenceServerClient(url=url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model_name))
+        except Exception:
+            return False
+
+    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams) -> AsyncIterator[list[int]]:
+        """Yields lists of new token ids until the engine ends the request. Closing the iterator early (the client
+        went away, a stop string matched) cancels the request in Triton."""
+        inputs = build_inputs(prompt_ids, params)
+        outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length")]
+
+        async def requests() -> AsyncIterator[dict]:
+            yield {"model_name": self.model_name, "inputs": inputs, "outputs": outputs, "request_id": request_id}
+
+        responses = self._client.stream_infer(requests())
+        finished = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise _api_error(error)
+                ids = result.as_numpy("output_ids")
+                lengths = result.as_numpy("sequence_length")
+                if ids is not None and lengths is not None and int(lengths.reshape(-1)[0]) > 0:
+                    yield [int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]]
+            # The request side is closed after one request, so Triton ends the stream after the final response.
+            finished = True
+        except InferenceServerException as exc:
+            raise _api_error(exc) from exc
+        except asyncio.CancelledError:
+            raise
+        except ApiError:
+            raise
+        except Exception as exc:  # grpc.aio errors surface here when Triton goes away mid-stream
+            raise unavailable(f"The inference server is unavailable: {type(exc).__name__}") from exc
+        finally:
+            if not finished:
+                responses.cancel()
+
+
+def _api_error(error: Exception) -> ApiError:
+    message = str(error)
+    if "invalid request" in message:
+        return ApiError(400, message.split("invalid request: ", 1)[-1], "invalid_request_error", None,
+                        "invalid_value")
+    log.warning("triton error: %s", message)
+    return unavailable("The inference server failed to process the request.")

@@ -1,0 +1,67 @@
+"""Renders the Envoy bootstrap for the Sluice edge from `envoy/envoy.yaml.tmpl` and `envoy/error_status.lua`.
+
+The template is the one source of truth for the proxy's shape; this module only fills in ports, paths and limits
+(and inlines the Lua filter, which lives in its own file so it can be read and linted as Lua).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import textwrap
+from pathlib import Path
+
+ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
+TEMPLATE_PATH = ENVOY_DIR / "envoy.yaml.tmpl"
+LUA_PATH = ENVOY_DIR / "error_status.lua"
+
+# Indentation of the `inline_string: |` block scalar in the template that receives the Lua source.
+_LUA_INDENT = " " * 18
+# Largest transcoded response Envoy will buffer (non-streamed bodies only; SSE frames pass one by one).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+def _port(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ValueError(f"{name} must be a TCP port in 1..65535, got {value!r}")
+    return value
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def render_envoy_config(
+    *,
+    listen_port: int,
+    admin_port: int,
+    orchestrator_port: int,
+    descriptor_path: Path,
+    out_path: Path,
+    local_rps: int = 1000,
+    max_request_bytes: int = 4 * 1024 * 1024,
+) -> Path:
+    """Write a complete Envoy v3 bootstrap to `out_path` and return that path.
+
+    `descriptor_path` is the `--include_imports` descriptor set of `protos/` (normally `gen/sluice.pb`); it is made
+    absolute here because Envoy resolves relative paths against its own working directory.
+    """
+    lua = LUA_PATH.read_text(encoding="utf-8")
+    values = {
+        "listen_port": _port("listen_port", listen_port),
+        "admin_port": _port("admin_port", admin_port),
+        "orchestrator_port": _port("orchestrator_port", orchestrator_port),
+        # A JSON string is a valid YAML scalar: quoting survives spaces, colons and '#' in the path.
+        "descriptor_path": json.dumps(str(Path(descriptor_path).resolve())),
+        "local_rps": _positive("local_rps", local_rps),
+        "max_request_bytes": _positive("max_request_bytes", max_request_bytes),
+        "max_response_bytes": max(MAX_RESPONSE_BYTES, max_request_bytes),
+        "lua_source": textwrap.indent(lua.rstrip("\n"), _LUA_INDENT, lambda line: True),
+    }
+    rendered = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(rendered, encoding="utf-8")
+    return out_path

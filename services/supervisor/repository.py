@@ -1,0 +1,59 @@
+"""Render the Triton model repository from model_repository/ templates (one template source per engine)."""
+
+from __future__ import annotations
+
+import shutil
+import string
+import sys
+from pathlib import Path
+
+from services.common.settings import REPO_ROOT, Settings
+
+TEMPLATE_ROOT = REPO_ROOT / "model_repository"
+ENGINES = ("cpu", "trtllm")
+
+
+def _template_for(model_dir: Path, engine: str) -> Path:
+    specific = model_dir / f"config.{engine}.pbtxt.tmpl"
+    if specific.exists():
+        return specific
+    shared = model_dir / "config.pbtxt.tmpl"
+    if shared.exists():
+        return shared
+    raise FileNotFoundError(f"{model_dir.name}: no config template for engine {engine!r}")
+
+
+def template_values(settings: Settings, engine: str) -> dict[str, str]:
+    checkpoint = settings.model_dir.resolve()
+    return {
+        "max_batch_size": str(settings.max_batch_size),
+        "checkpoint_dir": str(checkpoint),
+        "max_seq_len": "0",  # 0: the checkpoint's max_position_embeddings
+        "torch_threads": "2",
+        # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
+        "execution_env": sys.prefix,
+        "engine_dir": str(settings.run_dir / "trtllm_engine"),
+        "max_queue_delay_microseconds": "0",
+        "kv_cache_free_gpu_mem_fraction": "0.9",
+    }
+
+
+def render_repository(settings: Settings, *, engine: str = "cpu", out_dir: str | Path | None = None,
+                      template_root: Path = TEMPLATE_ROOT) -> Path:
+    """Writes <out>/<model>/config.pbtxt (+ 1/model.py for Python-backend models); returns <out>."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    out = Path(out_dir) if out_dir else settings.run_dir / "model_repository"
+    if out.exists():
+        shutil.rmtree(out)
+    values = template_values(settings, engine)
+    for model_dir in sorted(p for p in template_root.iterdir() if p.is_dir()):
+        template = string.Template(_template_for(model_dir, engine).read_text())
+        config = template.substitute(values)  # a missing value is a KeyError, never a silent blank
+        target = out / model_dir.name
+        (target / "1").mkdir(parents=True)
+        (target / "config.pbtxt").write_text(config)
+        backend_file = model_dir / "1" / "model.py"
+        if backend_file.exists() and 'backend: "python"' in config:
+            shutil.copy2(backend_file, target / "1" / "model.py")
+    return out

@@ -1,0 +1,275 @@
+"""`sluice up / down / status`: run Triton, the orchestrator and Envoy as one supervised stack.
+
+The supervisor stays alive for the life of the stack (Envoy dies with its parent), stops every child on SIGINT or
+SIGTERM, and records its state in <run dir>/stack.json so a detached stack can be found and stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.cli.protos import GEN_ROOT
+from services.common.settings import Settings
+from services.supervisor.envoy_config import render_envoy_config
+from services.supervisor.health import envoy_ready, grpc_serving, triton_ready
+from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
+from services.supervisor.repository import render_repository
+from services.supervisor.triton import prepare_backends, triton_command, triton_env
+
+STATE_FILE = "stack.json"
+READY_TIMEOUT = 180.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "SLUICE_HOST": settings.host,
+        "SLUICE_HTTP_PORT": str(settings.http_port),
+        "SLUICE_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
+        "SLUICE_ORCHESTRATOR_PORT": str(settings.orchestrator_port),
+        "SLUICE_TRITON_HTTP_PORT": str(settings.triton_http_port),
+        "SLUICE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
+        "SLUICE_TRITON_METRICS_PORT": str(settings.triton_metrics_port),
+        "SLUICE_RUN_DIR": str(settings.run_dir),
+        "SLUICE_MODEL_DIR": str(settings.model_dir),
+        "SLUICE_MODEL_NAME": settings.model_name,
+    })
+    return env
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+        self._stopping = threading.Event()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.run_dir / "logs"
+
+    def _ports(self) -> dict[str, int]:
+        s = self.settings
+        return {"Envoy listener": s.http_port, "Envoy admin": s.envoy_admin_port,
+                "orchestrator": s.orchestrator_port, "Triton HTTP": s.triton_http_port,
+                "Triton gRPC": s.triton_grpc_port, "Triton metrics": s.triton_metrics_port}
+
+    def _build_processes(self) -> list[tuple[ManagedProcess, object]]:
+        s = self.settings
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        repository = render_repository(s)
+        backends = prepare_backends(s.run_dir)
+        descriptor = GEN_ROOT / "sluice.pb"
+        if not descriptor.exists():
+            raise StackError(f"{descriptor} is missing: run `make protos` (or `sluice protos`) first")
+        envoy_yaml = render_envoy_config(listen_port=s.http_port, admin_port=s.envoy_admin_port,
+                                         orchestrator_port=s.orchestrator_port, descriptor_path=descriptor,
+                                         out_path=s.run_dir / "envoy.yaml")
+        envoy_bin = Path(sys.executable).parent / "envoy"
+        triton = ManagedProcess("triton", triton_command(s, repository, backends), self.log_dir / "triton.log",
+                                env=triton_env())
+        orchestrator = ManagedProcess(
+            "orchestrator", [sys.executable, "-m", "services.orchestrator.server", "--grace",
+                             str(self.shutdown_grace)], self.log_dir / "orchestrator.log", env=settings_env(s))
+        envoy = ManagedProcess("envoy", [str(envoy_bin), "-c", str(envoy_yaml), "--disable-hot-restart",
+                                         "--log-level", "warn", "--file-flush-interval-msec", "500"],
+                               self.log_dir / "envoy.log")
+        return [
+            (triton, lambda: triton_ready(s.host, s.triton_http_port)),
+            (orchestrator, lambda: grpc_serving(f"{s.host}:{s.orchestrator_port}")),
+            (envoy, lambda: envoy_ready(s.host, s.envoy_admin_port)),
+        ]
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        for what, port in self._ports().items():
+            check_port_free(self.settings.host, port, what)
+        deadline = time.monotonic() + timeout
+        for process, ready in self._build_processes():
+            process.start()
+            self.processes.append(process)
+            ok = wait_until(ready, max(deadline - time.monotonic(), 1.0), abort=lambda p=process: not p.alive())
+            if not ok:
+                reason = "exited" if not process.alive() else "did not become ready in time"
+                tail = process.log_tail()
+                self.stop()
+                raise StackError(f"{process.name} {reason}; last lines of {process.log_path}:\n{tail}")
+
+    def stop(self) -> None:
+        """Stops children in reverse order: the edge first, so no new requests arrive, then the orchestrator (which
+        lets in-flight streams finish within its grace), then Triton."""
+        self._stopping.set()
+        for process in reversed(self.processes):
+            process.stop(grace=self.shutdown_grace + 5 if process.name == "orchestrator" else 10)
+
+    def failed_process(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if not p.alive()), None)
+
+    def write_state(self, ready: bool) -> None:
+        state = {"pid": os.getpid(), "ready": ready, "started": time.time(),
+                 "endpoint": self.settings.public_base_url, "ports": self._ports(),
+                 "processes": {p.name: p.pid for p in self.processes}}
+        path = self.settings.run_dir / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+
+def banner(settings: Settings, seconds: float) -> str:
+    base = settings.public_base_url
+    return f"""
+Sluice is up ({seconds:.1f} s): Triton (CPU) + orchestrator + Envoy
+  OpenAI-compatible API : {base}   (model: {settings.model_name})
+  native gRPC (same port): {settings.host}:{settings.http_port}   service sluice.v1.Chat
+  Triton                 : grpc {settings.triton_grpc_url}, metrics http://{settings.host}:{settings.triton_metrics_port}/metrics
+  logs                   : {settings.run_dir / 'logs'}
+
+Try it:
+  curl -N {base}/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{settings.model_name}", "messages": [{{"role": "user", "content": "Hello!"}}], "stream": true}}'
+"""
+
+
+def run_foreground(settings: Settings) -> int:
+    stack = Stack(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    stack.write_state(ready=True)
+    print(banner(settings, time.monotonic() - started), flush=True)
+    exit_code = 0
+    while not stop.wait(0.5):
+        failed = stack.failed_process()
+        if failed is not None:
+            print(f"sluice: {failed.name} exited unexpectedly; stopping the stack\n{failed.log_tail()}",
+                  file=sys.stderr)
+            exit_code = 1
+            break
+    print("sluice: stopping...", flush=True)
+    stack.stop()
+    (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+    return exit_code
+
+
+def _read_state(settings: Settings) -> dict | None:
+    path = settings.run_dir / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def up(detach: bool, settings: Settings | None = None) -> int:
+    settings = settings or Settings.from_env()
+    state = _read_state(settings)
+    if state and _pid_alive(state.get("pid")):
+        print(f"sluice: already running (pid {state['pid']}) at {state['endpoint']}", file=sys.stderr)
+        return 1
+    if not detach:
+        return run_foreground(settings)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+    log = (settings.run_dir / "supervisor.log").open("ab")
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-m", "services.supervisor.stack", "--foreground"],
+                             env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def ready() -> bool:
+        current = _read_state(settings)
+        return bool(current and current.get("ready") and current.get("pid") == child.pid)
+
+    if not wait_until(ready, READY_TIMEOUT + 10, interval=0.1, abort=lambda: child.poll() is not None):
+        child.terminate()
+        tail = "\n".join((settings.run_dir / "supervisor.log").read_text(errors="replace").splitlines()[-20:])
+        print(f"sluice: the stack did not start:\n{tail}", file=sys.stderr)
+        return 1
+    print(banner(settings, time.monotonic() - started))
+    print(f"detached (supervisor pid {child.pid}); stop it with `sluice down`")
+    return 0
+
+
+def down(settings: Settings | None = None, timeout: float = 60.0) -> int:
+    settings = settings or Settings.from_env()
+    state = _read_state(settings)
+    pid = state.get("pid") if state else None
+    if not _pid_alive(pid):
+        print("sluice: not running")
+        (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    if not wait_until(lambda: not _pid_alive(pid), timeout, interval=0.1):
+        os.kill(pid, signal.SIGKILL)
+        for child_pid in (state.get("processes") or {}).values():
+            if _pid_alive(child_pid):
+                os.kill(child_pid, signal.SIGKILL)
+    (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+    print("sluice: stopped")
+    return 0
+
+
+def status(settings: Settings | None = None) -> int:
+    settings = settings or Settings.from_env()
+    state = _read_state(settings)
+    if not state or not _pid_alive(state.get("pid")):
+        print("sluice: not running")
+        return 3
+    s = settings
+    checks = {
+        "triton": triton_ready(s.host, s.triton_http_port),
+        "orchestrator": grpc_serving(f"{s.host}:{s.orchestrator_port}"),
+        "envoy": envoy_ready(s.host, s.envoy_admin_port),
+    }
+    print(f"sluice: running (supervisor pid {state['pid']}) at {state['endpoint']}")
+    for name, healthy in checks.items():
+        pid = (state.get("processes") or {}).get(name)
+        print(f"  {name:<13} pid {pid!s:<8} {'ready' if healthy else 'NOT READY'}")
+    return 0 if all(checks.values()) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sluice stack supervisor")
+    parser.add_argument("--foreground", action="store_true")
+    parser.parse_args()
+    sys.exit(run_foreground(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()
