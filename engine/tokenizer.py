@@ -88,12 +88,12 @@ class ChatTokenizer:
                add_generation_prompt: bool = True) -> str:
         if self.chat_template is None:
             raise ChatTemplateError("this model has no chat template")
-        if self._compiled is None:
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.filters["tojson"] = _tojson
-            env.globals["raise_exception"] = _raise_exception
-            self._compiled = env.from_string(self.chat_template)
         try:
+            if self._compiled is None:  # compile errors (syntax, unknown filter) are template errors too
+                env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+                env.filters["tojson"] = _tojson
+                env.globals["raise_exception"] = _raise_exception
+                self._compiled = env.from_string(self.chat_template)
             return self._compiled.render(
                 messages=list(messages), tools=tools, add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token or "", eos_token=self.eos_token or "",

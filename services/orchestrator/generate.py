@@ -93,8 +93,7 @@ class Generator:
             async for new_ids in tokens:
                 usage.completion_tokens += len(new_ids)
                 text, stopped = stops.feed(detok.push(new_ids))
-                if text or stopped:
-                    yield TextDelta(text, len(new_ids))
+                yield TextDelta(text, len(new_ids))  # text may be empty while a character or stop is pending
                 if stopped:
                     break
         finally:

@@ -79,7 +79,7 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
-                    if event.text:
+                    if event.text or event.token_count:
                         delta = chat_pb2.GenerateResponse.Delta(content=event.text, token_count=event.token_count)
                         yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, delta=delta)
                 elif isinstance(event, Finished):

@@ -1,0 +1,54 @@
+"""Shared fixtures. The `stack` fixture runs the real thing: tritonserver (CPU), the orchestrator and Envoy, on free
+ports in a temporary run directory, serving the committed demo model."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import REPO_ROOT, Settings
+
+# SLUICE_TEST_MODEL_DIR lets a developer point the suite at another checkpoint; CI uses the committed demo model.
+DEMO_MODEL = Path(os.environ.get("SLUICE_TEST_MODEL_DIR") or REPO_ROOT / "models" / "sluice-demo")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def stack_settings(run_dir: Path, model_dir: Path = DEMO_MODEL) -> Settings:
+    http, admin, orchestrator, t_http, t_grpc, t_metrics = free_ports(6)
+    return Settings(http_port=http, envoy_admin_port=admin, orchestrator_port=orchestrator, triton_http_port=t_http,
+                    triton_grpc_port=t_grpc, triton_metrics_port=t_metrics, run_dir=run_dir, model_dir=model_dir)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from services.supervisor.stack import Stack
+
+    settings = stack_settings(tmp_path_factory.mktemp("stack"))
+    running = Stack(settings, shutdown_grace=5.0)
+    running.start()
+    try:
+        yield settings
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer():
+    from engine.tokenizer import ChatTokenizer
+
+    return ChatTokenizer.from_pretrained(DEMO_MODEL)

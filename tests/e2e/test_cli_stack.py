@@ -1,0 +1,65 @@
+"""`sluice up --detach` / `status` / `down` as a script would use them, and a clear error for a busy port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from services.common.settings import Settings
+from services.supervisor.stack import settings_env
+from tests.conftest import DEMO_MODEL, stack_settings
+
+SLUICE = [sys.executable, "-m", "services.cli.main"]
+
+
+def _run(args: list[str], settings: Settings, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SLUICE, *args], env=settings_env(settings), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_detached_stack_up_status_down(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path / "run", DEMO_MODEL)
+    started = time.monotonic()
+    up = _run(["up", "--detach"], settings)
+    ready_seconds = time.monotonic() - started
+    assert up.returncode == 0, up.stderr
+    print(f"\n[measure] sluice up --detach → ready in {ready_seconds:.1f} s")
+    assert settings.public_base_url in up.stdout
+    try:
+        models = httpx.get(f"{settings.public_base_url}/models", timeout=10).json()
+        assert models["data"][0]["id"] == settings.model_name
+        status = _run(["status"], settings, timeout=30)
+        assert status.returncode == 0 and status.stdout.count("ready") == 3, status.stdout
+        again = _run(["up", "--detach"], settings)
+        assert again.returncode == 1 and "already running" in again.stderr
+        pids = [int(line.split("pid")[1].split()[0]) for line in status.stdout.splitlines()[1:]]
+    finally:
+        down = _run(["down"], settings, timeout=90)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not any(_alive(pid) for pid in pids), "a child process outlived `sluice down`"
+    assert _run(["down"], settings).stdout.strip() == "sluice: not running"  # idempotent
+    assert _run(["status"], settings).returncode == 3
+
+
+def test_busy_port_gives_a_clear_error(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path / "run", DEMO_MODEL)
+    with socket.socket() as blocker:
+        blocker.bind((settings.host, settings.http_port))
+        blocker.listen()
+        result = _run(["up"], settings, timeout=60)
+    assert result.returncode == 1
+    assert f"port {settings.http_port} (Envoy listener)" in result.stderr and "already in use" in result.stderr
