@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import ApiError, invalid
+from services.common.errors import invalid
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
@@ -195,9 +195,10 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid("Invalid type for 'user': expected a string.", "user", "invalid_type")
+    legacy_max_tokens = _integer(body, "max_tokens", 1, 1 << 20)
     max_tokens = _integer(body, "max_completion_tokens", 1, 1 << 20)
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1, 1 << 20)
+        max_tokens = legacy_max_tokens
     return ChatRequest(
         model=model,
         messages=_messages(body),
@@ -216,7 +217,3 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         user=user,
     )
 
-
-def error_from(exc: Exception) -> ApiError:
-    return exc if isinstance(exc, ApiError) else ApiError(500, "The server had an error while processing your "
-                                                                "request.", "server_error", None, "internal_error")
