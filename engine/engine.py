@@ -1,7 +1,8 @@
-"""The engine loop: a background thread that takes requests and streams their tokens to output sinks.
+"""The engine: in-flight batching over a paged KV cache, driven step by step.
 
-This first engine generates one sequence at a time with a contiguous KV cache per request; the in-flight batching
-engine with a paged KV cache replaces its `_run_one` while keeping this interface.
+`Engine.step()` admits new requests, drops cancelled ones, asks the scheduler for this step's batch, runs one forward
+pass, samples, and hands each sequence's new token to its output sink. `start()` runs steps on a background thread
+(how the Triton model uses it); tests and benchmarks can also call `step()` directly.
 """
 
 from __future__ import annotations
@@ -9,88 +10,243 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from engine.model import Llama, ModelArgs
+from engine.block_manager import BlockManager
+from engine.model import Llama
 from engine.request import FinishReason, GenerationRequest, OutputSink, StepOutput
+from engine.runner import KVPool, ModelRunner, kv_bytes_per_block
 from engine.sampling import hits_stop_sequence, sample_next
+from engine.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
+from engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    block_size: int = 16
+    kv_cache_bytes: int = 256 * 1024 * 1024  # the pool's memory budget (cf. max_tokens_in_paged_kv_cache)
+    num_blocks: int | None = None  # overrides kv_cache_bytes when set
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_seq_len: int | None = None  # default: the model's max_position_embeddings
+    enable_prefix_caching: bool = True
+    cache_salt: str = ""  # mixed into block hashes (model identity; tenants add their own)
+
+
 @dataclass(slots=True)
-class _Work:
-    request: GenerationRequest
-    sink: OutputSink
+class EngineStats:
+    running: int
+    waiting: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_cached: int
+    prefix_queried_tokens: int
+    prefix_hit_tokens: int
+    preemptions: int
+    cancellations: int
+    steps: int
+    last_batch_size: int
+    last_batch_tokens: int
+    kv_slots_allocated: int  # summed over steps: slots in allocated blocks
+    kv_slots_filled: int  # summed over steps: slots holding a token
+
+    @property
+    def kv_utilisation(self) -> float:
+        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0
+
+    @property
+    def kv_waste(self) -> float:
+        return 1.0 - self.kv_slots_filled / self.kv_slots_allocated if self.kv_slots_allocated else 0.0
 
 
 class Engine:
-    def __init__(self, model: Llama, args: ModelArgs, *, max_seq_len: int | None = None,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: Llama, config: EngineConfig = EngineConfig()) -> None:
         self.model = model.eval()
-        self.args = args
-        self.device = torch.device(device)
-        self.max_seq_len = min(max_seq_len or args.max_position_embeddings, args.max_position_embeddings)
-        self._queue: queue.Queue[_Work | None] = queue.Queue()
+        self.config = config
+        device = model.model.embed_tokens.weight.device
+        dtype = model.model.embed_tokens.weight.dtype
+        self.max_seq_len = min(config.max_seq_len or model.args.max_position_embeddings,
+                               model.args.max_position_embeddings)
+        num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // kv_bytes_per_block(
+            model, config.block_size, dtype))
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        self.runner = ModelRunner(model, KVPool.allocate(model, num_blocks, config.block_size, dtype, device))
+        self._salt = config.cache_salt.encode()
+        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._live: dict[str, Sequence] = {}
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._steps = self._cancellations = 0
+        self._last_batch = ScheduledBatch()
+        self._slots_allocated = self._slots_filled = 0
+        self.step_listener: Callable[[ScheduledBatch], None] | None = None  # e.g. metrics, called after each step
 
+    # -- intake ----------------------------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, sink: OutputSink) -> None:
+        """Thread-safe. Raises ValueError for requests that can never run (the caller reports it)."""
+        if len(request.prompt_ids) >= self.max_seq_len:
+            raise ValueError(f"prompt has {len(request.prompt_ids)} tokens; the context window is {self.max_seq_len}")
+        if self.blocks.blocks_needed(len(request.prompt_ids) + 1) > self.blocks.num_blocks:
+            raise ValueError("prompt does not fit in the KV cache")
+        self._inbox.put(Sequence(request, sink, cache_salt=self._salt))
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                seq = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if seq is None:
+                continue
+            self._live[seq.request_id] = seq
+            self.scheduler.add(seq)
+
+    def _drop_cancelled(self) -> None:
+        for seq in list(self._live.values()):
+            if seq.sink is not None and seq.sink.is_cancelled():
+                self._cancellations += 1
+                self._finish(seq, FinishReason.CANCELLED, [])
+
+    # -- the step --------------------------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return self.scheduler.has_work() or not self._inbox.empty()
+
+    def step(self) -> int:
+        """Runs one iteration; returns the number of tokens computed (0: nothing to do)."""
+        self._drain_inbox()
+        self._drop_cancelled()
+        batch = self.scheduler.schedule()
+        self._last_batch = batch
+        if not batch:
+            if self.step_listener is not None:
+                self.step_listener(batch)  # cancellations may have changed the state
+            return 0
+        tables = [self.blocks.block_ids(seq.request_id) for seq in batch.seqs]
+        try:
+            logits = self.runner.execute(batch, tables)
+        except Exception as exc:  # the whole step failed: its sequences get the error, the engine goes on
+            log.exception("engine step failed")
+            for seq in batch.seqs:
+                self._fail(seq, exc)
+            return 0
+        self.scheduler.after_step(batch)
+        sampling = [seq for seq in batch.seqs if seq.num_computed_tokens == seq.num_tokens]
+        tokens = self._sample(sampling, logits)
+        for seq, token in zip(sampling, tokens, strict=True):
+            if token is not None:
+                self._advance(seq, token)
+        self._steps += 1
+        # KV waste as each sequence sees it: slots in its block table not (yet) holding one of its tokens.
+        bs = self.blocks.block_size
+        for running in self.scheduler.running:
+            self._slots_allocated += len(self.blocks.tables.get(running.request_id, ())) * bs
+            self._slots_filled += running.num_computed_tokens
+        if self.step_listener is not None:
+            self.step_listener(batch)
+        return batch.total_tokens
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
+        out: list[int | None] = [None] * len(seqs)
+        simple = [i for i, s in enumerate(seqs) if _plain_greedy(s)]
+        if simple:
+            picks = torch.argmax(logits[simple], dim=-1).tolist()
+            for i, token in zip(simple, picks, strict=True):
+                out[i] = int(token)
+        for i, seq in enumerate(seqs):
+            if out[i] is not None:
+                continue
+            try:
+                out[i] = sample_next(logits[i], seq.request.params, seq.prompt_ids, seq.output_ids, seq.generator)
+            except Exception as exc:  # one request's bad parameters fail that request only
+                self._fail(seq, exc)
+        return out
+
+    def _advance(self, seq: Sequence, token: int) -> None:
+        params = seq.request.params
+        if params.end_id is not None and token == params.end_id:
+            self._finish(seq, FinishReason.STOP, [])
+            return
+        seq.append_token(token)
+        if hits_stop_sequence(params, seq.output_ids):
+            self._finish(seq, FinishReason.STOP, [token])
+        elif len(seq.output_ids) >= params.max_tokens or seq.num_tokens >= self.max_seq_len:
+            self._finish(seq, FinishReason.LENGTH, [token])
+        elif seq.sink is not None:
+            seq.sink.emit(StepOutput(seq.request_id, [token], cached_tokens=seq.num_cached_tokens))
+
+    def _finish(self, seq: Sequence, reason: FinishReason, last: list[int]) -> None:
+        self.scheduler.remove(seq)
+        self._live.pop(seq.request_id, None)
+        seq.finish_reason = reason
+        if seq.sink is not None:
+            seq.sink.emit(StepOutput(seq.request_id, last, finished=True, finish_reason=reason,
+                                     cached_tokens=seq.num_cached_tokens))
+
+    def _fail(self, seq: Sequence, error: Exception) -> None:
+        self.scheduler.remove(seq)
+        self._live.pop(seq.request_id, None)
+        if seq.sink is not None:
+            seq.sink.fail(error)
+
+    # -- background loop -------------------------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="sluice-engine", daemon=True)
             self._thread.start()
 
-    def submit(self, request: GenerationRequest, sink: OutputSink) -> None:
-        if len(request.prompt_ids) >= self.max_seq_len:
-            raise ValueError(f"prompt has {len(request.prompt_ids)} tokens; the context window is {self.max_seq_len}")
-        self._queue.put(_Work(request, sink))
-
-    def shutdown(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def wake(self) -> None:
+        self._inbox.put(None)
 
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while not self._stopping.is_set():
-            work = self._queue.get()
-            if work is None:
-                break
-            try:
-                self._run_one(work.request, work.sink)
-            except Exception as exc:  # one failing request gets its own error; the loop goes on
-                log.exception("request %s failed", work.request.request_id)
-                work.sink.fail(exc)
+            if not self.scheduler.has_work():
+                try:
+                    item = self._inbox.get(timeout=0.05)
+                except queue.Empty:
+                    self._drop_cancelled()
+                    continue
+                if item is not None:
+                    self._live[item.request_id] = item
+                    self.scheduler.add(item)
+            self.step()
+        for seq in list(self._live.values()):
+            self._finish(seq, FinishReason.CANCELLED, [])
 
-    def _run_one(self, request: GenerationRequest, sink: OutputSink) -> None:
-        params = request.params
-        prompt = request.prompt_ids
-        budget = min(params.max_tokens, self.max_seq_len - len(prompt))
-        cache = self.model.new_cache(1, len(prompt) + budget, dtype=torch.float32, device=self.device)
-        generator = params.make_generator()
-        tokens = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        logits = self.model(tokens, start_pos=0, cache=cache)[0, -1]
-        output: list[int] = []
-        position = len(prompt)
-        while True:
-            if sink.is_cancelled() or self._stopping.is_set():
-                sink.emit(StepOutput(request.request_id, [], finished=True, finish_reason=FinishReason.CANCELLED))
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_until_done(self, max_steps: int = 1_000_000) -> None:
+        """Steps until every submitted request has finished (synchronous use: tests, benchmarks)."""
+        for _ in range(max_steps):
+            if not self.has_work():
                 return
-            token = sample_next(logits, params, prompt, output, generator)
-            if params.end_id is not None and token == params.end_id:
-                sink.emit(StepOutput(request.request_id, [], finished=True, finish_reason=FinishReason.STOP))
-                return
-            output.append(token)
-            if hits_stop_sequence(params, output):
-                sink.emit(StepOutput(request.request_id, [token], finished=True, finish_reason=FinishReason.STOP))
-                return
-            if len(output) >= budget:
-                sink.emit(StepOutput(request.request_id, [token], finished=True, finish_reason=FinishReason.LENGTH))
-                return
-            sink.emit(StepOutput(request.request_id, [token]))
-            step = torch.tensor([[token]], dtype=torch.long, device=self.device)
-            logits = self.model(step, start_pos=position, cache=cache)[0, -1]
-            position += 1
+            self.step()
+        raise RuntimeError("requests did not finish within max_steps")
+
+    def stats(self) -> EngineStats:
+        prefix = self.blocks.prefix_stats
+        return EngineStats(
+            running=len(self.scheduler.running), waiting=self.scheduler.num_waiting,
+            kv_blocks_total=self.blocks.num_blocks, kv_blocks_used=self.blocks.num_used_blocks,
+            kv_blocks_cached=self.blocks.num_cached_blocks, prefix_queried_tokens=prefix.queried_tokens,
+            prefix_hit_tokens=prefix.hit_tokens, preemptions=self.scheduler.num_preemptions,
+            cancellations=self._cancellations, steps=self._steps, last_batch_size=len(self._last_batch.seqs),
+            last_batch_tokens=self._last_batch.total_tokens, kv_slots_allocated=self._slots_allocated,
+            kv_slots_filled=self._slots_filled)
+
+
+def _plain_greedy(seq: Sequence) -> bool:
+    p = seq.request.params
+    return (p.greedy and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty
+            and not p.bad_token_seqs and (p.end_id is None or len(seq.output_ids) >= p.min_tokens))
+

@@ -32,9 +32,14 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         "torch_threads": "2",
         # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
         "execution_env": sys.prefix,
+        "kv_block_size": "16",
+        "kv_cache_bytes": str(256 * 1024 * 1024),
+        "enable_kv_cache_reuse": "true",
+        "max_num_tokens": "512",
+        # TensorRT-LLM only
         "engine_dir": str(settings.run_dir / "trtllm_engine"),
-        "max_queue_delay_microseconds": "0",
         "kv_cache_free_gpu_mem_fraction": "0.9",
+        "batch_scheduler_policy": "max_utilization",
     }
 
 

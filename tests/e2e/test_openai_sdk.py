@@ -188,6 +188,7 @@ def test_client_disconnect_stops_generation_in_triton(stack: Settings) -> None:
         time.sleep(0.1)
     assert _engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"') == before_cancelled + 1
     assert _engine_metric(stack, "sluice_engine_requests_running") == 0
+    assert _engine_metric(stack, "sluice_engine_kv_blocks_used") == 0  # its KV blocks were freed
     tokens = _engine_metric(stack, "sluice_engine_output_tokens_total")
     assert tokens - tokens_before < 200  # stopped long before its 400 tokens
     time.sleep(0.5)

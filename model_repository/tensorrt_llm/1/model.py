@@ -15,10 +15,11 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from engine.engine import Engine
+from engine.engine import Engine, EngineConfig
 from engine.model import load_checkpoint
 from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
+from engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -64,28 +65,34 @@ class _ResponseSink:
         self._first_token_ns = 0
         self._collected: list[int] = []
         self._cached_tokens = 0
+        self._tokens_sent = 0
 
     def is_cancelled(self) -> bool:
         return self._request.is_cancelled()
 
     def _response(self, token_ids: list[int]) -> pb_utils.InferenceResponse:
         ids = np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1)
+        reused_blocks = self._cached_tokens // self._model.engine.blocks.block_size
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("output_ids", ids),
             pb_utils.Tensor("sequence_length", np.asarray([[len(token_ids)]], dtype=np.int32)),
-            pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[self._cached_tokens]], dtype=np.int32)),
+            pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[reused_blocks]], dtype=np.int32)),
             pb_utils.Tensor("arrival_time_ns", np.asarray([[self._arrival_ns]], dtype=np.int64)),
             pb_utils.Tensor("first_token_time_ns", np.asarray([[self._first_token_ns]], dtype=np.int64)),
         ])
 
     def emit(self, output: StepOutput) -> None:
         self._cached_tokens = output.cached_tokens
+        self._tokens_sent += len(output.new_token_ids)
         if output.new_token_ids and not self._first_token_ns:
             self._first_token_ns = time.time_ns()
             self._model.metrics.observe_first_token(self._arrival_ns)
         self._model.metrics.count_tokens(len(output.new_token_ids))
         if output.finished:
             self._model.metrics.finish(output.finish_reason)
+            if self._tokens_sent > 1 and self._first_token_ns:
+                self._model.metrics.observe_tpot((time.time_ns() - self._first_token_ns) / 1e9 /
+                                                 (self._tokens_sent - 1))
         if output.finish_reason is FinishReason.CANCELLED:
             self._sender.send(flags=FINAL)
             return
@@ -106,31 +113,76 @@ class _ResponseSink:
 class _Metrics:
     """Engine metrics on Triton's metrics port, labelled by model and version."""
 
-    def __init__(self, model_name: str, version: str) -> None:
+    def __init__(self, model_name: str, version: str, engine: Engine) -> None:
+        self._engine = engine
         labels = {"model": model_name, "version": version}
+        mf = pb_utils.MetricFamily
         # Families must outlive their metrics, so they are kept on the object.
-        self._families = {
-            "requests": pb_utils.MetricFamily("sluice_engine_requests_total", "Finished requests by outcome",
-                                              pb_utils.MetricFamily.COUNTER),
-            "tokens": pb_utils.MetricFamily("sluice_engine_output_tokens_total", "Generated tokens",
-                                            pb_utils.MetricFamily.COUNTER),
-            "running": pb_utils.MetricFamily("sluice_engine_requests_running", "Requests in the engine",
-                                             pb_utils.MetricFamily.GAUGE),
-            "ttft": pb_utils.MetricFamily("sluice_engine_ttft_seconds", "Arrival to first token",
-                                          pb_utils.MetricFamily.HISTOGRAM),
-        }
-        self._outcomes = {reason: self._families["requests"].Metric(labels={**labels, "outcome": reason})
-                          for reason in ("stop", "length", "cancelled", "error")}
-        self._tokens = self._families["tokens"].Metric(labels=labels)
-        self._running = self._families["running"].Metric(labels=labels)
-        self._ttft = self._families["ttft"].Metric(labels=labels,
-                                                   buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        self._families = {name: mf(name, doc, kind) for name, doc, kind in [
+            ("sluice_engine_requests_total", "Finished requests by outcome", mf.COUNTER),
+            ("sluice_engine_output_tokens_total", "Generated tokens", mf.COUNTER),
+            ("sluice_engine_requests_running", "Sequences in the running batch", mf.GAUGE),
+            ("sluice_engine_requests_waiting", "Sequences waiting for admission", mf.GAUGE),
+            ("sluice_engine_kv_blocks_used", "KV-cache blocks held by sequences", mf.GAUGE),
+            ("sluice_engine_kv_blocks_free", "KV-cache blocks free (cached ones included)", mf.GAUGE),
+            ("sluice_engine_kv_utilisation", "Share of KV-cache blocks in use", mf.GAUGE),
+            ("sluice_engine_kv_blocks_cached", "Blocks registered for prefix reuse", mf.GAUGE),
+            ("sluice_engine_prefix_queried_tokens_total", "Prompt tokens looked up in the prefix cache", mf.COUNTER),
+            ("sluice_engine_prefix_hit_tokens_total", "Prompt tokens served from the prefix cache", mf.COUNTER),
+            ("sluice_engine_preemptions_total", "Sequences preempted for lack of KV blocks", mf.COUNTER),
+            ("sluice_engine_batch_size", "Sequences per engine step", mf.HISTOGRAM),
+            ("sluice_engine_step_tokens", "Tokens computed per engine step", mf.HISTOGRAM),
+            ("sluice_engine_ttft_seconds", "Arrival to first token", mf.HISTOGRAM),
+            ("sluice_engine_tpot_seconds", "Mean time per output token after the first", mf.HISTOGRAM),
+        ]}
 
-    def start(self) -> None:
-        self._running.increment(1)
+        def metric(name: str, **extra: object):
+            return self._families[name].Metric(labels={**labels, **extra.pop("labels", {})}, **extra)
+
+        self._outcomes = {reason: metric("sluice_engine_requests_total", labels={"outcome": reason})
+                          for reason in ("stop", "length", "cancelled", "error")}
+        self._tokens = metric("sluice_engine_output_tokens_total")
+        self._gauges = {name: metric(name) for name in (
+            "sluice_engine_requests_running", "sluice_engine_requests_waiting", "sluice_engine_kv_blocks_used",
+            "sluice_engine_kv_blocks_free", "sluice_engine_kv_utilisation", "sluice_engine_kv_blocks_cached")}
+        self._counters = {name: metric(name) for name in (
+            "sluice_engine_prefix_queried_tokens_total", "sluice_engine_prefix_hit_tokens_total",
+            "sluice_engine_preemptions_total")}
+        self._counted = dict.fromkeys(self._counters, 0)
+        self._batch = metric("sluice_engine_batch_size", buckets=[1, 2, 4, 8, 16, 32, 64, 128])
+        self._step_tokens = metric("sluice_engine_step_tokens", buckets=[1, 4, 16, 64, 256, 1024, 4096])
+        latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+        self._ttft = metric("sluice_engine_ttft_seconds", buckets=latency)
+        self._tpot = metric("sluice_engine_tpot_seconds", buckets=latency)
+        self.refresh()
+
+    def on_step(self, batch: ScheduledBatch) -> None:
+        if batch:
+            self._batch.observe(len(batch.seqs))
+            self._step_tokens.observe(batch.total_tokens)
+        self.refresh()
+
+    def refresh(self) -> None:
+        stats = self._engine.stats()
+        for name, value in (("sluice_engine_requests_running", stats.running),
+                            ("sluice_engine_requests_waiting", stats.waiting),
+                            ("sluice_engine_kv_blocks_used", stats.kv_blocks_used),
+                            ("sluice_engine_kv_blocks_free", stats.kv_blocks_total - stats.kv_blocks_used),
+                            ("sluice_engine_kv_utilisation", stats.kv_utilisation),
+                            ("sluice_engine_kv_blocks_cached", stats.kv_blocks_cached)):
+            self._gauges[name].set(value)
+        for name, total in (("sluice_engine_prefix_queried_tokens_total", stats.prefix_queried_tokens),
+                            ("sluice_engine_prefix_hit_tokens_total", stats.prefix_hit_tokens),
+                            ("sluice_engine_preemptions_total", stats.preemptions)):
+            if total > self._counted[name]:
+                self._counters[name].increment(total - self._counted[name])
+                self._counted[name] = total
 
     def observe_first_token(self, arrival_ns: int) -> None:
         self._ttft.observe((time.time_ns() - arrival_ns) / 1e9)
+
+    def observe_tpot(self, seconds: float) -> None:
+        self._tpot.observe(seconds)
 
     def count_tokens(self, n: int) -> None:
         if n:
@@ -138,7 +190,6 @@ class _Metrics:
 
     def finish(self, reason: FinishReason | None) -> None:
         self._outcomes[reason.value if reason else "error"].increment(1)
-        self._running.increment(-1)
 
 
 class TritonPythonModel:
@@ -149,10 +200,18 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         torch.set_num_threads(int(params.get("torch_threads") or 1))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, model_args = load_checkpoint(params["checkpoint_dir"], dtype=torch.float32, device=device)
-        self.engine = Engine(model, model_args, max_seq_len=int(params.get("max_seq_len") or 0) or None,
-                             device=device)
-        self.metrics = _Metrics(args["model_name"], args["model_version"])
+        model, _ = load_checkpoint(params["checkpoint_dir"], dtype=torch.float32, device=device)
+        config = EngineConfig(
+            block_size=int(params.get("kv_block_size") or 16),
+            kv_cache_bytes=int(params.get("kv_cache_bytes") or 256 * 1024 * 1024),
+            max_num_seqs=int(params.get("max_num_seqs") or 64),
+            max_num_batched_tokens=int(params.get("max_num_batched_tokens") or 512),
+            max_seq_len=int(params.get("max_seq_len") or 0) or None,
+            enable_prefix_caching=params.get("enable_kv_cache_reuse", "true").lower() in ("1", "true", "yes"),
+            cache_salt=params["checkpoint_dir"])
+        self.engine = Engine(model, config)
+        self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
+        self.engine.step_listener = self.metrics.on_step
         self.engine.start()
 
     def execute(self, requests: list) -> None:
@@ -160,7 +219,6 @@ class TritonPythonModel:
             arrival_ns = time.time_ns()
             try:
                 generation, sink = self._parse(request, arrival_ns)
-                self.metrics.start()
                 self.engine.submit(generation, sink)
             except Exception as exc:  # bad input: this request's error, nobody else's
                 request.get_response_sender().send(
