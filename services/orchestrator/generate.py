@@ -90,10 +90,11 @@ class Generator:
         tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params)
         stopped = False
         try:
-            async for new_ids in tokens:
-                usage.completion_tokens += len(new_ids)
-                text, stopped = stops.feed(detok.push(new_ids))
-                yield TextDelta(text, len(new_ids))  # text may be empty while a character or stop is pending
+            async for chunk in tokens:
+                usage.completion_tokens += len(chunk.token_ids)
+                usage.cached_prompt_tokens = chunk.cached_prompt_tokens
+                text, stopped = stops.feed(detok.push(chunk.token_ids))
+                yield TextDelta(text, len(chunk.token_ids))  # text may be empty while a character or stop is pending
                 if stopped:
                     break
         finally:

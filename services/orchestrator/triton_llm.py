@@ -69,10 +69,17 @@ def build_inputs(prompt_ids: list[int], params: LLMParams) -> list[InferInput]:
     return inputs
 
 
+@dataclass(slots=True)
+class LLMChunk:
+    token_ids: list[int]
+    cached_prompt_tokens: int  # prompt tokens the engine served from its prefix cache
+
+
 class TritonLLM:
-    def __init__(self, url: str, model_name: str = LLM_MODEL) -> None:
+    def __init__(self, url: str, model_name: str = LLM_MODEL, kv_block_size: int = 16) -> None:
         self.url = url
         self.model_name = model_name
+        self.kv_block_size = kv_block_size  # converts TensorRT-LLM's kv_cache_reused_blocks into tokens
         self._client = triton_aio.InferenceServerClient(url=url)
 
     async def close(self) -> None:
@@ -84,11 +91,12 @@ class TritonLLM:
         except Exception:
             return False
 
-    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams) -> AsyncIterator[list[int]]:
-        """Yields lists of new token ids until the engine ends the request. Closing the iterator early (the client
+    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams) -> AsyncIterator[LLMChunk]:
+        """Yields new token ids until the engine ends the request. Closing the iterator early (the client
         went away, a stop string matched) cancels the request in Triton."""
         inputs = build_inputs(prompt_ids, params)
-        outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length")]
+        outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length"),
+                   InferRequestedOutput("kv_cache_reused_blocks")]
 
         async def requests() -> AsyncIterator[dict]:
             yield {"model_name": self.model_name, "inputs": inputs, "outputs": outputs, "request_id": request_id}
@@ -101,8 +109,10 @@ class TritonLLM:
                     raise _api_error(error)
                 ids = result.as_numpy("output_ids")
                 lengths = result.as_numpy("sequence_length")
+                reused = result.as_numpy("kv_cache_reused_blocks")
+                cached = int(reused.reshape(-1)[0]) * self.kv_block_size if reused is not None else 0
                 if ids is not None and lengths is not None and int(lengths.reshape(-1)[0]) > 0:
-                    yield [int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]]
+                    yield LLMChunk([int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]], cached)
             # The request side is closed after one request, so Triton ends the stream after the final response.
             finished = True
         except InferenceServerException as exc:

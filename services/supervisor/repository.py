@@ -40,6 +40,9 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         "engine_dir": str(settings.run_dir / "trtllm_engine"),
         "kv_cache_free_gpu_mem_fraction": "0.9",
         "batch_scheduler_policy": "max_utilization",
+        # Cap on the paged KV pool: every batch slot at pipelines.trtllm_engine's default --max-seq-len (2048).
+        "max_tokens_in_paged_kv_cache": str(settings.max_batch_size * 2048),
+        "cancellation_check_period_ms": "100",
     }
 
 

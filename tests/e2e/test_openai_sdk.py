@@ -205,3 +205,13 @@ def test_error_bodies_never_5xx_for_client_mistakes(stack: Settings) -> None:
         reply = httpx.post(f"{stack.public_base_url}/chat/completions", content=json.dumps(body), timeout=10)
         assert reply.status_code == 400, (body, reply.status_code, reply.text)
         assert reply.json()["error"]["message"]
+
+
+def test_repeated_prefix_is_served_from_the_kv_cache(client: openai.OpenAI, stack: Settings) -> None:
+    system = "You are a helpful assistant for the Sluice demo. " * 6
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hello!"}]
+    first = client.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=4)
+    second = client.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=4)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens
+    assert cached > 0 and cached % 16 == 0 and cached <= second.usage.prompt_tokens - 1
