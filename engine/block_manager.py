@@ -70,7 +70,7 @@ class FreeBlockQueue:
 def hash_block(parent: bytes | None, token_ids: Sequence[int], extra: bytes = b"") -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(parent or b"root")
-    digest.update(extra)
+    digest.update(len(extra).to_bytes(4, "little") + extra)  # length-prefixed: salt and tokens cannot run together
     digest.update(b",".join(str(t).encode() for t in token_ids))
     return digest.digest()
 

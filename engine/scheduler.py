@@ -95,7 +95,10 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
-        self.running.sort(key=_rank)
+        # Decodes first (one token each, by rank), then unfinished chunked prefills (by rank): a long prompt takes
+        # only the budget the decodes leave, so it never stalls them.
+        self.running.sort(key=lambda seq: (seq.num_pending_tokens > 1, _rank(seq)))
+        scheduled: set[int] = set()
         for seq in list(self.running):
             if budget == 0:
                 break
@@ -103,12 +106,14 @@ class Scheduler:
                 continue
             n = min(seq.num_pending_tokens, budget)
             while self.blocks.allocate(seq.request_id, seq.num_computed_tokens + n) is None:
-                victim = max(self.running, key=_rank)  # lowest priority, latest arrival
+                # the lowest-ranked sequence not already scheduled this step (possibly `seq` itself)
+                victim = max((s for s in self.running if id(s) not in scheduled), key=_rank)
                 self._preempt(victim)
                 batch.preempted.append(victim)
                 if victim is seq:
                     break
             if seq.status is SequenceStatus.RUNNING:
+                scheduled.add(id(seq))
                 batch.seqs.append(seq)
                 batch.num_tokens.append(n)
                 budget -= n

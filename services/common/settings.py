@@ -34,6 +34,7 @@ class Settings:
     model_name: str = "sluice-demo"  # the public name in /v1/models
     max_batch_size: int = 64
     max_tokens_default: int = 256
+    database_url: str | None = None  # SLUICE_DATABASE_URL; None means the SQLite file <run_dir>/sluice.db
 
     def __post_init__(self) -> None:
         ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
@@ -58,6 +59,7 @@ class Settings:
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
+            "database_url": os.environ.get("SLUICE_DATABASE_URL") or None,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -68,6 +70,11 @@ class Settings:
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.host}:{self.triton_grpc_port}"
+
+    @property
+    def db_url(self) -> str:
+        """The conversation store's SQLAlchemy URL: SLUICE_DATABASE_URL, else a SQLite file in the run directory."""
+        return self.database_url or f"sqlite:///{self.run_dir / 'sluice.db'}"
 
     @property
     def public_base_url(self) -> str:

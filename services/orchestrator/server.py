@@ -10,11 +10,15 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sluice.v1 import chat_pb2, chat_pb2_grpc, openai_pb2, openai_pb2_grpc
+from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
+from services.common.db import create_db_engine
 from services.common.settings import Settings
 from services.orchestrator.catalog import ModelCatalog, ModelEntry
+from services.orchestrator.conversations.service import ConversationsService
+from services.orchestrator.conversations.store import ConversationStore
 from services.orchestrator.generate import Generator
+from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
 from services.orchestrator.openai_facade import OpenAIFacade
 from services.orchestrator.triton_llm import TritonLLM
@@ -24,6 +28,7 @@ log = logging.getLogger("sluice.orchestrator")
 SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name,
+    conversations_pb2.DESCRIPTOR.services_by_name["Conversations"].full_name,
 )
 
 
@@ -36,6 +41,9 @@ async def create_server(settings: Settings, address: str | None = None,
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator), server)
     chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator), server)
+    await asyncio.to_thread(migrate, settings.db_url)  # idempotent: an up-to-date database is left alone
+    store = ConversationStore(create_db_engine(settings.db_url))
+    conversations_pb2_grpc.add_ConversationsServicer_to_server(ConversationsService(store, generator), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

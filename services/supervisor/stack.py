@@ -46,6 +46,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_RUN_DIR": str(settings.run_dir),
         "SLUICE_MODEL_DIR": str(settings.model_dir),
         "SLUICE_MODEL_NAME": settings.model_name,
+        "SLUICE_DATABASE_URL": settings.db_url,
     })
     return env
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import torch
 
+from engine.block_manager import BlockManager
 from engine.engine import Engine, EngineConfig
 from engine.model import Llama, ModelArgs
 from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
+from engine.scheduler import Scheduler, SchedulerConfig
+from engine.sequence import Sequence
 
 
 def make_model(seed: int = 0, **overrides: int) -> Llama:
@@ -26,6 +30,28 @@ def make_model(seed: int = 0, **overrides: int) -> Llama:
 
 def make_engine(model: Llama, **config: object) -> Engine:
     return Engine(model, EngineConfig(**{"block_size": 4, "num_blocks": 256, **config}))
+
+
+def make_block_manager(num_blocks: int = 16, block_size: int = 4,
+                       enable_prefix_caching: bool = True) -> BlockManager:
+    return BlockManager(num_blocks, block_size, enable_prefix_caching)
+
+
+def make_scheduler(num_blocks: int = 16, block_size: int = 4, max_num_seqs: int = 8,
+                   max_num_batched_tokens: int = 64, enable_prefix_caching: bool = True) -> Scheduler:
+    return Scheduler(SchedulerConfig(max_num_seqs, max_num_batched_tokens),
+                     make_block_manager(num_blocks, block_size, enable_prefix_caching))
+
+
+def make_seq(request_id: str, prompt: int | list[int], priority: int = 0, arrival_ns: int = 0,
+             max_tokens: int = 16) -> Sequence:
+    """A sequence with an explicit arrival time. An int prompt is a length: its token ids are derived from the
+    request id, so two requests never share a prefix by accident."""
+    if isinstance(prompt, int):
+        base = 1000 * (1 + zlib.crc32(request_id.encode()) % 1000)
+        prompt = list(range(base, base + prompt))
+    request = GenerationRequest(request_id, prompt, greedy(max_tokens), priority=priority, arrival_ns=arrival_ns)
+    return Sequence(request)
 
 
 def make_prompt(length: int, seed: int, vocab: int = 97) -> list[int]:
