@@ -112,8 +112,14 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def detokenizer(self) -> IncrementalDetokenizer:
-        return IncrementalDetokenizer(self)
+    def detokenizer(self, keep_special: Sequence[str] = ()) -> IncrementalDetokenizer:
+        """`keep_special`: special tokens to render as text (e.g. tool-call markers); all others are dropped."""
+        keep = {self.tokenizer.token_to_id(token) for token in keep_special} - {None}
+        if not keep:
+            return IncrementalDetokenizer(self)
+        drop = frozenset(i for i, token in self.tokenizer.get_added_tokens_decoder().items()
+                         if token.special and i not in keep)
+        return IncrementalDetokenizer(self, drop_ids=drop, skip_special_tokens=False)
 
 
 @dataclass(slots=True)
@@ -129,11 +135,13 @@ class IncrementalDetokenizer:
     ids: list[int] = field(default_factory=list)
     prefix_offset: int = 0
     read_offset: int = 0
+    drop_ids: frozenset[int] = frozenset()  # with skip_special_tokens=False: the special tokens still hidden
+    skip_special_tokens: bool = True
 
     def push(self, new_ids: Sequence[int]) -> str:
-        self.ids.extend(int(i) for i in new_ids)
-        prefix_text = self.chat.decode(self.ids[self.prefix_offset:self.read_offset])
-        full_text = self.chat.decode(self.ids[self.prefix_offset:])
+        self.ids.extend(int(i) for i in new_ids if int(i) not in self.drop_ids)
+        prefix_text = self.chat.decode(self.ids[self.prefix_offset:self.read_offset], self.skip_special_tokens)
+        full_text = self.chat.decode(self.ids[self.prefix_offset:], self.skip_special_tokens)
         if len(full_text) > len(prefix_text) and not full_text.endswith("\ufffd"):
             delta = full_text[len(prefix_text):]
             self.prefix_offset = self.read_offset
@@ -143,7 +151,7 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Whatever is still held back at the end of the stream (may carry a replacement character)."""
-        prefix_text = self.chat.decode(self.ids[self.prefix_offset:self.read_offset])
-        full_text = self.chat.decode(self.ids[self.prefix_offset:])
+        prefix_text = self.chat.decode(self.ids[self.prefix_offset:self.read_offset], self.skip_special_tokens)
+        full_text = self.chat.decode(self.ids[self.prefix_offset:], self.skip_special_tokens)
         self.prefix_offset = self.read_offset = len(self.ids)
         return full_text[len(prefix_text):]

@@ -29,9 +29,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def stack_settings(run_dir: Path, model_dir: Path = DEMO_MODEL) -> Settings:
-    http, admin, orchestrator, t_http, t_grpc, t_metrics = free_ports(6)
+    http, admin, orchestrator, t_http, t_grpc, t_metrics, retrieval, safety = free_ports(8)
     return Settings(http_port=http, envoy_admin_port=admin, orchestrator_port=orchestrator, triton_http_port=t_http,
-                    triton_grpc_port=t_grpc, triton_metrics_port=t_metrics, run_dir=run_dir, model_dir=model_dir)
+                    triton_grpc_port=t_grpc, triton_metrics_port=t_metrics, retrieval_port=retrieval, run_dir=run_dir,
+                    model_dir=model_dir, safety_port=safety)
 
 
 @pytest.fixture(scope="session")

@@ -41,10 +41,44 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status()
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from services.cli.ingest import ingest
+
+    return ingest(args.paths, args.collection, tenant=args.tenant)
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from services.retrieval.evaluation import run_cli
+
+    return run_cli(k=args.k, collection=args.collection)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     from services.cli.chat import chat
 
     return chat(args.message, model=args.model, max_tokens=args.max_tokens)
+
+
+def _cmd_bench_engine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.bench.engine_bench import run
+
+    run(Path(args.results), Path(args.model), quick=args.quick, threads=args.threads,
+        models=args.models.split(","), with_peers=not args.no_peers)
+    return 0
+
+
+def _cmd_eval_safety(args: argparse.Namespace) -> int:
+    from services.safety.evaluation import main
+
+    bench_address = args.bench_address
+    if args.bench and not bench_address:
+        from services.common.settings import Settings
+
+        settings = Settings.from_env()
+        bench_address = f"{settings.host}:{settings.safety_port}"
+    return main(args.triton, args.verbose, bench_address)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +105,40 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", default=None)
     chat.add_argument("--max-tokens", type=int, default=128)
     chat.set_defaults(func=_cmd_chat)
+
+    ingest = sub.add_parser("ingest", help="ingest .txt/.md/.html/.pdf files and folders into a retrieval collection")
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--collection", required=True)
+    ingest.add_argument("--tenant", default=None, help="tenant to ingest for (default: the default tenant)")
+    ingest.set_defaults(func=_cmd_ingest)
+
+    evaluate = sub.add_parser("eval", help="evaluations against the running stack")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+    eval_retrieval = eval_sub.add_parser("retrieval", help="recall@k and MRR of dense, lexical and hybrid search "
+                                         "on the corpus in tests/data/retrieval_eval")
+    eval_retrieval.add_argument("--k", type=int, default=5)
+    eval_retrieval.add_argument("--collection", default="eval_corpus")
+    eval_retrieval.set_defaults(func=_cmd_eval_retrieval)
+
+    bench = sub.add_parser("bench", help="benchmarks (results as JSON + PNG)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    eng = bench_sub.add_parser("engine", help="the CPU engine: batching modes, prefix reuse, KV waste, peers")
+    eng.add_argument("--results", default="results/engine", help="output folder (default: results/engine)")
+    eng.add_argument("--model", default="models/sluice-demo", help="the demo checkpoint folder")
+    eng.add_argument("--quick", action="store_true", help="fewer requests (< 10 minutes on 2 cores)")
+    eng.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
+    eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
+    eng.set_defaults(func=_cmd_bench_engine)
+
+    safety = eval_sub.add_parser("safety", help="safety detectors: P/R/F1 per category, benign FPR, latency")
+    safety.add_argument("--triton", default=None, help="score with Triton's safety_classifier at HOST:PORT "
+                        "(default: the same scorer in-process)")
+    safety.add_argument("--bench", action="store_true", help="also measure latency against the running stack's "
+                        "safety service")
+    safety.add_argument("--bench-address", default=None, help="safety service HOST:PORT for --bench")
+    safety.add_argument("--verbose", action="store_true", help="list the tuning half's errors")
+    safety.set_defaults(func=_cmd_eval_safety)
     return parser
 
 

@@ -31,14 +31,21 @@ class Settings:
     triton_metrics_port: int = 8002
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
-    model_name: str = "sluice-demo"  # the public name in /v1/models
+    model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
+    catalog_path: Path = field(default_factory=lambda: REPO_ROOT / "config" / "catalog.yaml")
     max_batch_size: int = 64
     max_tokens_default: int = 256
+    response_cache_entries: int = 1024  # exact-match cache for deterministic requests
+    response_cache_ttl_s: float = 300.0
     database_url: str | None = None  # SLUICE_DATABASE_URL; None means the SQLite file <run_dir>/sluice.db
+    retrieval_port: int = 50052
+    safety_port: int = 50053  # the safety service (gRPC), called by the orchestrator's guard stages
+    milvus_uri: str | None = None  # SLUICE_MILVUS_URI (a Milvus server); None means Milvus Lite <run_dir>/milvus.db
 
     def __post_init__(self) -> None:
         ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
-                 self.triton_grpc_port, self.triton_metrics_port]
+                 self.triton_grpc_port, self.triton_metrics_port, self.retrieval_port,
+                 self.safety_port]
         for port in ports:
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} is out of range")
@@ -59,13 +66,26 @@ class Settings:
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
+            "catalog_path": Path(os.environ.get("SLUICE_CATALOG", base.catalog_path)),
             "database_url": os.environ.get("SLUICE_DATABASE_URL") or None,
+            "retrieval_port": _env_int("SLUICE_RETRIEVAL_PORT", base.retrieval_port),
+            "safety_port": _env_int("SLUICE_SAFETY_PORT", base.safety_port),
+            "milvus_uri": os.environ.get("SLUICE_MILVUS_URI") or None,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def retrieval_url(self) -> str:
+        return f"{self.host}:{self.retrieval_port}"
+
+    @property
+    def milvus_target(self) -> str:
+        """SLUICE_MILVUS_URI, else the Milvus Lite file <run_dir>/milvus.db."""
+        return self.milvus_uri or str(self.run_dir / "milvus.db")
 
     @property
     def triton_grpc_url(self) -> str:

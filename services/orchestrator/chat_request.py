@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import invalid
+from services.orchestrator.tools.spec import (
+    ToolChoice,
+    ToolSpec,
+    parse_assistant_tool_calls,
+    parse_parallel_tool_calls,
+    parse_server_tools,
+    parse_tool_choice,
+    parse_tools,
+)
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
@@ -22,9 +31,9 @@ KNOWN_FIELDS = {
     "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "response_format",
     "logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
     "function_call", "metadata", "store", "service_tier", "top_k", "repetition_penalty", "min_tokens",
+    "server_tools",  # Sluice extension: tools the orchestrator runs itself (services/orchestrator/tools/registry.py)
 }
-UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
-               "function_call"}
+UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "functions", "function_call"}
 
 
 @dataclass(slots=True)
@@ -32,6 +41,8 @@ class ChatMessage:
     role: str
     content: str
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # assistant turns: OpenAI-shaped calls, arguments as JSON text
+    tool_call_id: str | None = None  # tool turns: the call this message answers
 
     def as_template_dict(self) -> dict[str, Any]:
         # developer messages are system messages for templates that predate the role
@@ -39,6 +50,10 @@ class ChatMessage:
         message: dict[str, Any] = {"role": role, "content": self.content}
         if self.name:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
         return message
 
 
@@ -59,6 +74,10 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("none"))
+    parallel_tool_calls: bool = True
+    server_tools: list[str] = field(default_factory=list)
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -111,7 +130,8 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
     if not raw:
         raise invalid("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages",
                       "empty_array")
-    messages = []
+    messages: list[ChatMessage] = []
+    open_calls: set[str] = set()  # ids of the latest assistant tool calls that tool messages may answer
     for index, message in enumerate(raw):
         if not isinstance(message, dict):
             raise invalid(f"Invalid type for 'messages.[{index}]': expected an object.", f"messages.[{index}]",
@@ -120,15 +140,41 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         if role not in ROLES:
             raise invalid(f"Invalid value for 'messages.[{index}].role': {role!r}. Supported values are: "
                           f"{', '.join(sorted(ROLES))}.", f"messages.[{index}].role", "invalid_value")
-        if message.get("tool_calls") or role == "tool":
-            raise invalid("Tool calls are not supported by this deployment.", f"messages.[{index}]",
-                          "unsupported_parameter")
         name = message.get("name")
         if name is not None and not isinstance(name, str):
             raise invalid(f"Invalid type for 'messages.[{index}].name': expected a string.",
                           f"messages.[{index}].name", "invalid_type")
-        messages.append(ChatMessage(role=role, content=_content(message, index), name=name))
+        tool_calls, tool_call_id = _tool_fields(message, index, open_calls)
+        messages.append(ChatMessage(role=role, content=_content(message, index), name=name, tool_calls=tool_calls,
+                                    tool_call_id=tool_call_id))
     return messages
+
+
+def _tool_fields(message: dict[str, Any], index: int,
+                 open_calls: set[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Assistant `tool_calls` and tool `tool_call_id`, with OpenAI's rule that a tool message answers a call of the
+    assistant message before it."""
+    role = message["role"]
+    raw_calls = message.get("tool_calls")
+    if raw_calls is not None and role != "assistant":
+        raise invalid(f"Invalid 'messages.[{index}].tool_calls': only assistant messages carry tool calls.",
+                      f"messages.[{index}].tool_calls", "invalid_value")
+    if role != "tool":
+        open_calls.clear()
+        if not raw_calls:
+            return None, None
+        calls = parse_assistant_tool_calls(raw_calls, f"messages.[{index}].tool_calls")
+        open_calls.update(call["id"] for call in calls)
+        return calls, None
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise invalid(f"Missing required parameter: 'messages.[{index}].tool_call_id'.",
+                      f"messages.[{index}].tool_call_id", "missing_required_parameter")
+    if call_id not in open_calls:
+        raise invalid(f"Invalid parameter: messages with role 'tool' must be a response to a preceding message with "
+                      f"'tool_calls' (no call has id {call_id!r}).", f"messages.[{index}].tool_call_id",
+                      "invalid_value")
+    return None, call_id
 
 
 def _stop(body: dict[str, Any]) -> list[str]:
@@ -199,6 +245,9 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     max_tokens = _integer(body, "max_completion_tokens", 1, 1 << 20)
     if max_tokens is None:
         max_tokens = legacy_max_tokens
+    tools = parse_tools(body.get("tools"))
+    server_tools = parse_server_tools(body.get("server_tools"))
+    tool_choice = parse_tool_choice(body.get("tool_choice"), {t.name for t in tools} | set(server_tools))
     return ChatRequest(
         model=model,
         messages=_messages(body),
@@ -215,5 +264,9 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         stream=stream,
         include_usage=include_usage,
         user=user,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parse_parallel_tool_calls(body.get("parallel_tool_calls")),
+        server_tools=server_tools,
     )
 

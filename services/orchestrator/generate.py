@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -10,10 +12,14 @@ from engine.tokenizer import ChatTemplateError
 from services.common.errors import ApiError, invalid
 from services.orchestrator.catalog import ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
+from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
+from services.orchestrator.routing import RouteDecision, Router
 from services.orchestrator.stop_strings import StopStringMatcher
-from services.orchestrator.triton_llm import LLMParams, TritonLLM
+from services.orchestrator.triton_llm import LLMChunk, LLMParams, TritonLLM
 
 log = logging.getLogger(__name__)
+
+TOOL_MARKUP = ("<tool_call>", "</tool_call>")
 
 
 @dataclass(slots=True)
@@ -40,7 +46,7 @@ class TextDelta:
 
 @dataclass(slots=True)
 class Finished:
-    reason: str  # "stop" | "length"
+    reason: str  # "stop" | "length" | "tool_calls"
     usage: Usage
 
 
@@ -52,45 +58,106 @@ class PreparedGeneration:
     prompt_ids: list[int]
     params: LLMParams
     stops: list[str]
+    prefill: str = ""  # text appended after the generation prompt (a forced tool call's opening); not generated
+    tool_markup: bool = False  # keep <tool_call> / </tool_call> in the text so the tool-call parser sees them
+    route: RouteDecision | None = None  # which deployment serves it, and why; updated if run() falls back
+    template_messages: list[dict] | None = None  # kept to re-tokenise for a fallback deployment
+    tools: list[dict] | None = None
+
+    tenant: str = "default"
+    cacheable: bool = True  # cleared when safety finds content (e.g. PII) that must not be stored
+    cache_status: str | None = None  # "hit" | "miss" once run() has looked
+
+    def headers(self) -> dict[str, str]:
+        headers = self.route.headers() if self.route else {"x-sluice-model": self.entry.name}
+        if self.cache_status:
+            headers["x-sluice-cache"] = self.cache_status
+        return headers
 
 
 class Generator:
-    def __init__(self, catalog: ModelCatalog, llm: TritonLLM, default_max_tokens: int = 256) -> None:
+    def __init__(self, catalog: ModelCatalog, llm: TritonLLM, default_max_tokens: int = 256,
+                 router: Router | None = None, cache: ResponseCache | None = None) -> None:
         self.catalog = catalog
         self.llm = llm
         self.default_max_tokens = default_max_tokens
+        self.router = router or Router(catalog)
+        self.cache = cache
 
-    def prepare(self, request: ChatRequest) -> PreparedGeneration:
-        entry = self.catalog.get(request.model)
+    def prepare(self, request: ChatRequest, *, tools: list[dict] | None = None,
+                prefill: str = "", request_id: str | None = None, tenant: str | None = None,
+                tier: str | None = None) -> PreparedGeneration:
+        """`tools` (OpenAI tool objects) are rendered by the chat template; `prefill` starts the assistant turn."""
+        route = self.router.route(request.model, request_id=request_id or uuid.uuid4().hex, tenant=tenant,
+                                  tier=tier, prompt_chars=sum(len(m.content) for m in request.messages),
+                                  max_tokens=request.max_tokens)
+        entry, deployment = route.entry, route.deployment
+        template_messages = [m.as_template_dict() for m in request.messages]
         try:
-            prompt_ids = entry.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
+            prompt_ids = deployment.tokenizer.encode(deployment.tokenizer.render(
+                template_messages, tools=tools or None) + prefill)
         except ChatTemplateError as exc:
             raise invalid(f"The messages cannot be formatted for this model: {exc}", "messages") from exc
-        room = entry.context_window - len(prompt_ids)
+        room = deployment.context_window - len(prompt_ids)
         if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
             asked = request.max_tokens or 1
-            raise ApiError(400, f"This model's maximum context length is {entry.context_window} tokens. However, "
+            raise ApiError(400, f"This model's maximum context length is {deployment.context_window} tokens. However, "
                                 f"you requested {len(prompt_ids) + asked} tokens ({len(prompt_ids)} in the messages, "
                                 f"{asked} in the completion). Please reduce the length of the messages or "
                                 "completion.", "invalid_request_error", "messages", "context_length_exceeded")
         max_tokens = request.max_tokens or min(self.default_max_tokens, room)
+        if route.max_tokens_cap is not None:  # brownout: the deployment is missing its TTFT SLO
+            max_tokens = min(max_tokens, route.max_tokens_cap)
         greedy = request.temperature == 0 or request.top_p == 0
         params = LLMParams(
-            max_tokens=max_tokens, end_id=entry.tokenizer.eos_token_id,
+            max_tokens=max_tokens, end_id=deployment.tokenizer.eos_token_id,
             temperature=0.0 if greedy else request.temperature, top_p=request.top_p if not greedy else 1.0,
             top_k=1 if greedy else request.top_k, seed=request.seed,
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
             repetition_penalty=request.repetition_penalty, min_tokens=request.min_tokens)
-        return PreparedGeneration(entry, prompt_ids, params, request.stop)
+        return PreparedGeneration(entry, prompt_ids, params, request.stop, prefill, tool_markup=bool(tools),
+                                  route=route, template_messages=template_messages, tools=tools,
+                                  tenant=tenant or "default")
 
     async def run(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
-        usage = Usage(prompt_tokens=len(prepared.prompt_ids))
-        detok = prepared.entry.tokenizer.detokenizer()
+        """Streams the answer: replayed from the response cache for a repeated deterministic request, else
+        generated (and cached when it finishes)."""
+        key = self._cache_key(prepared)
+        if key is not None:
+            hit = self.cache.get(key)
+            prepared.cache_status = "hit" if hit else "miss"
+            if hit is not None:
+                for text, count in hit.deltas:
+                    yield TextDelta(text, count)
+                yield Finished(hit.finish_reason, Usage(hit.prompt_tokens, hit.completion_tokens))
+                return
+        deltas: list[tuple[str, int]] = []
+        async for event in self._generate(prepared, request_id):
+            if isinstance(event, TextDelta):
+                deltas.append((event.text, event.token_count))
+            elif key is not None and prepared.cacheable:
+                self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
+                                                   event.usage.completion_tokens))
+            yield event
+
+    def _cache_key(self, prepared: PreparedGeneration) -> str | None:
+        params = prepared.params
+        deterministic = params.temperature == 0 or params.top_k == 1 or params.seed is not None
+        if self.cache is None or not deterministic:
+            return None
+        deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
+        return cache_key(tenant=prepared.tenant, deployment=deployment, prompt_ids=prepared.prompt_ids,
+                         params=params, stops=prepared.stops, extra="tools" if prepared.tool_markup else "")
+
+    async def _generate(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
+        usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
+        detok = prepared.entry.tokenizer.detokenizer(keep_special=TOOL_MARKUP if prepared.tool_markup else ())
         stops = StopStringMatcher(prepared.stops)
-        tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params)
+        tokens = self._stream_with_fallback(prepared, request_id)
         stopped = False
         try:
             async for chunk in tokens:
+                usage.prompt_tokens = len(prepared.prompt_ids)
                 usage.completion_tokens += len(chunk.token_ids)
                 usage.cached_prompt_tokens = chunk.cached_prompt_tokens
                 text, stopped = stops.feed(detok.push(chunk.token_ids))
@@ -106,3 +173,43 @@ class Generator:
                 yield TextDelta(tail, 0)
         length = not stopped and usage.completion_tokens >= prepared.params.max_tokens
         yield Finished("length" if length else "stop", usage)
+
+    async def _stream_with_fallback(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[LLMChunk]:
+        """Streams from the routed deployment, reporting its health to the router. If it fails before producing
+        anything, the request moves to the model's fallback (re-tokenised for it) and `prepared.route` says so."""
+        while True:
+            route = prepared.route
+            deployment = route.deployment if route else None
+            if deployment is not None:
+                self.router.started(deployment)
+            started, first_token_s, ok = time.monotonic(), None, False
+            tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
+                                     model_name=deployment.triton_model if deployment else None)
+            try:
+                async for chunk in tokens:
+                    if first_token_s is None:
+                        first_token_s = time.monotonic() - started
+                    yield chunk
+                ok = True
+                return
+            except ApiError as error:
+                fallback = None
+                if route is not None and first_token_s is None and error.status == 503:
+                    fallback = self.router.fallback_after_failure(route, request_id)
+                if fallback is None:
+                    raise
+                log.warning("request %s: %s failed before its first token; falling back to %s", request_id,
+                            route.deployment.name, fallback.deployment.name)
+                self._retarget(prepared, fallback)
+            finally:
+                await tokens.aclose()
+                if deployment is not None:
+                    # a client that went away is not the deployment's fault
+                    self.router.finished(deployment, ok=ok or first_token_s is not None, ttft_s=first_token_s)
+
+    def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
+        tokenizer = route.deployment.tokenizer
+        prepared.route, prepared.entry = route, route.entry
+        prepared.prompt_ids = tokenizer.encode(tokenizer.render(prepared.template_messages or [],
+                                                                tools=prepared.tools or None) + prepared.prefill)
+        prepared.params.end_id = tokenizer.eos_token_id

@@ -68,11 +68,11 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
         try:
             chat = to_chat_request(request)
             validate(chat)
-            prepared = self.generator.prepare(chat)
+            prepared = self.generator.prepare(chat, request_id=request_id)
         except ApiError as error:
             await context.abort(error.grpc_code, error.message)
             return
-        await context.send_initial_metadata((("x-request-id", request_id), ("x-sluice-model", prepared.entry.name)))
+        await context.send_initial_metadata((("x-request-id", request_id), *prepared.headers().items()))
         yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, start=chat_pb2.GenerateResponse.Start(
             role="assistant", created=int(time.time())))
         events = self.generator.run(prepared, request_id)

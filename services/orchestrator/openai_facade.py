@@ -18,10 +18,20 @@ from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from sluice.v1 import openai_pb2, openai_pb2_grpc
 
-from services.common.errors import ApiError, internal
+from services.common.errors import ApiError, internal, model_not_found
 from services.orchestrator.catalog import ModelCatalog
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request, parse_json_body
-from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
+from services.orchestrator.embeddings import EmbeddingsEndpoint
+from services.orchestrator.embeddings import model_card as embedding_model_card
+from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
+from services.orchestrator.tools.runner import (
+    ServerToolRan,
+    ToolCallsReady,
+    ToolCallsRejected,
+    ToolRunEvent,
+    ToolRunner,
+)
+from services.retrieval.embedding_model import MODEL_NAME as EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +68,32 @@ async def error_response(context: grpc.aio.ServicerContext, request_id: str, err
 
 
 class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
-    def __init__(self, catalog: ModelCatalog, generator: Generator) -> None:
+    def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
+                 embeddings: EmbeddingsEndpoint | None = None) -> None:
         self.catalog = catalog
         self.generator = generator
+        self.tools = tools or ToolRunner(generator)
+        self.embeddings = embeddings
+
+    async def Embeddings(self, request: httpbody_pb2.HttpBody,
+                         context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        if self.embeddings is None:
+            return await error_response(context, request_id_of(context), model_not_found(EMBEDDING_MODEL))
+        return await self.embeddings.respond(request, context, request_id_of(context))
 
     async def ListModels(self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         await _send_headers(context, request_id_of(context))
-        return _json_body({"object": "list", "data": [entry.as_openai() for entry in self.catalog.list()]})
+        models = [entry.as_openai() for entry in self.catalog.list()]
+        if self.embeddings is not None:
+            models.append(embedding_model_card())
+        return _json_body({"object": "list", "data": models})
 
     async def RetrieveModel(self, request: openai_pb2.RetrieveModelRequest,
                             context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         request_id = request_id_of(context)
+        if self.embeddings is not None and request.model == EMBEDDING_MODEL:
+            await _send_headers(context, request_id)
+            return _json_body(embedding_model_card())
         try:
             entry = self.catalog.get(request.model)
         except ApiError as error:
@@ -81,12 +106,12 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         request_id = request_id_of(context)
         try:
             chat = parse_chat_request(parse_json_body(request.data))
-            prepared = self.generator.prepare(chat)
+            prepared = self.tools.prepare(chat)
         except ApiError as error:
             yield await error_response(context, request_id, error)
             return
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        events = self.generator.run(prepared, request_id)
+        events = self.tools.run(chat, prepared, request_id)
         try:
             if chat.stream:
                 async for frame in self._stream(chat, prepared, completion_id, request_id, events, context):
@@ -97,13 +122,21 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             await events.aclose()
 
     async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                        events: AsyncIterator[TextDelta | Finished],
+                        events: AsyncIterator[ToolRunEvent],
                         context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         parts: list[str] = []
+        extra: dict[str, Any] = {}
+        server_tool_calls: list[dict[str, Any]] = []
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
+                elif isinstance(event, ToolCallsReady):
+                    extra["tool_calls"] = [call.as_openai() for call in event.calls]
+                elif isinstance(event, ToolCallsRejected):
+                    extra["invalid_tool_calls"] = [error.as_openai() for error in event.errors]
+                elif isinstance(event, ServerToolRan):
+                    server_tool_calls.append(event.as_openai())
                 else:
                     finished = event
         except ApiError as error:
@@ -111,17 +144,23 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         except Exception:
             log.exception("request %s failed", request_id)
             return await error_response(context, request_id, internal())
-        await _send_headers(context, request_id, extra={"x-sluice-model": prepared.entry.name})
-        return _json_body({
+        await _send_headers(context, request_id, extra=prepared.headers())
+        content: str | None = "".join(parts)
+        if "tool_calls" in extra and not content.strip():
+            content = None  # OpenAI: a tool-calling turn without text has null content
+        payload = {
             "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": chat.model,
             "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None, **extra},
                          "logprobs": None, "finish_reason": finished.reason}],
             "usage": finished.usage.as_openai(),
-        })
+        }
+        if server_tool_calls:
+            payload["server_tool_calls"] = server_tool_calls  # extension: what the orchestrator ran (server_tools)
+        return _json_body(payload)
 
     async def _stream(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                      events: AsyncIterator[TextDelta | Finished],
+                      events: AsyncIterator[ToolRunEvent],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
         created = int(time.time())
 
@@ -144,14 +183,24 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             log.exception("request %s failed before its first token", request_id)
             yield await error_response(context, request_id, internal())
             return
-        await _send_headers(context, request_id, extra={"x-sluice-model": prepared.entry.name})
+        await _send_headers(context, request_id, extra=prepared.headers())
         yield _sse(chunk({"role": "assistant", "content": ""}))
-        event: TextDelta | Finished | None = first
+        event: ToolRunEvent | None = first
         try:
             while event is not None:
                 if isinstance(event, TextDelta):
                     if event.text:
                         yield _sse(chunk({"content": event.text}))
+                elif isinstance(event, ToolCallsReady):
+                    for index, call in enumerate(event.calls):  # as OpenAI streams them: name first, then arguments
+                        yield _sse(chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                                          "function": {"name": call.name, "arguments": ""}}]}))
+                        for fragment in call.fragments:
+                            yield _sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+                elif isinstance(event, ToolCallsRejected):
+                    yield _sse(chunk({"invalid_tool_calls": [error.as_openai() for error in event.errors]}))
+                elif isinstance(event, ServerToolRan):
+                    pass  # server-side rounds are not streamed; only the final answer is
                 else:
                     yield _sse(chunk({}, event.reason))
                     if chat.include_usage:

@@ -1,4 +1,5 @@
-"""The orchestrator's gRPC server: OpenAI facade + native Chat + health + reflection, built by a factory."""
+"""The orchestrator's gRPC server: OpenAI facade + native Chat + Conversations + health + reflection, built by a
+factory. Database migrations are applied at start."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_
 
 from services.common.db import create_db_engine
 from services.common.settings import Settings
-from services.orchestrator.catalog import ModelCatalog, ModelEntry
+from services.orchestrator.catalog import load_catalog
 from services.orchestrator.conversations.service import ConversationsService
 from services.orchestrator.conversations.store import ConversationStore
+from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.generate import Generator
 from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
 from services.orchestrator.openai_facade import OpenAIFacade
+from services.orchestrator.response_cache import ResponseCache
+from services.orchestrator.routing import Router, load_routing_policy
+from services.orchestrator.tools.registry import builtin_registry
+from services.orchestrator.tools.runner import ToolRunner
 from services.orchestrator.triton_llm import TritonLLM
+from services.retrieval.embedding_client import EmbeddingClient
 
 log = logging.getLogger("sluice.orchestrator")
 
@@ -35,11 +42,16 @@ SERVICE_NAMES = (
 async def create_server(settings: Settings, address: str | None = None,
                         llm: TritonLLM | None = None) -> tuple[grpc.aio.Server, int, TritonLLM]:
     """Builds and starts the server. `address` may use port 0 (tests); returns the bound port."""
-    catalog = ModelCatalog([ModelEntry.from_checkpoint(settings.model_name, settings.model_dir)])
+    catalog = load_catalog(settings)
     llm = llm or TritonLLM(settings.triton_grpc_url)
-    generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default)
+    router = Router(catalog, load_routing_policy(settings))
+    generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default, router=router,
+                          cache=ResponseCache(max_entries=settings.response_cache_entries,
+                                              ttl_s=settings.response_cache_ttl_s))
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
-    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator), server)
+    tools = ToolRunner(generator, builtin_registry())
+    embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model
+    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator, tools, embeddings), server)
     chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator), server)
     await asyncio.to_thread(migrate, settings.db_url)  # idempotent: an up-to-date database is left alone
     store = ConversationStore(create_db_engine(settings.db_url))

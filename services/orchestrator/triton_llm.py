@@ -91,7 +91,8 @@ class TritonLLM:
         except Exception:
             return False
 
-    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams) -> AsyncIterator[LLMChunk]:
+    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
+                     model_name: str | None = None) -> AsyncIterator[LLMChunk]:
         """Yields new token ids until the engine ends the request. Closing the iterator early (the client
         went away, a stop string matched) cancels the request in Triton."""
         inputs = build_inputs(prompt_ids, params)
@@ -99,7 +100,8 @@ class TritonLLM:
                    InferRequestedOutput("kv_cache_reused_blocks")]
 
         async def requests() -> AsyncIterator[dict]:
-            yield {"model_name": self.model_name, "inputs": inputs, "outputs": outputs, "request_id": request_id}
+            yield {"model_name": model_name or self.model_name, "inputs": inputs, "outputs": outputs,
+                   "request_id": request_id}
 
         responses = self._client.stream_infer(requests())
         finished = False

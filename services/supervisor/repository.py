@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from services.common.settings import REPO_ROOT, Settings
+from services.orchestrator.catalog import llm_slots
 
 TEMPLATE_ROOT = REPO_ROOT / "model_repository"
+LLM_SLOT = "tensorrt_llm"  # the template folder of the LLM slot
 ENGINES = ("cpu", "trtllm")
 
 
@@ -57,11 +59,19 @@ def render_repository(settings: Settings, *, engine: str = "cpu", out_dir: str |
     values = template_values(settings, engine)
     for model_dir in sorted(p for p in template_root.iterdir() if p.is_dir()):
         template = string.Template(_template_for(model_dir, engine).read_text())
-        config = template.substitute(values)  # a missing value is a KeyError, never a silent blank
-        target = out / model_dir.name
-        (target / "1").mkdir(parents=True)
-        (target / "config.pbtxt").write_text(config)
-        backend_file = model_dir / "1" / "model.py"
-        if backend_file.exists() and 'backend: "python"' in config:
-            shutil.copy2(backend_file, target / "1" / "model.py")
+        # The LLM slot is rendered once per deployment in the model catalog (sluice-small, sluice-large, ...).
+        slots = llm_slots(settings) if model_dir.name == LLM_SLOT else {model_dir.name: None}
+        for name, checkpoint in slots.items():
+            slot_values = {**values, "llm_name": name}
+            if checkpoint is not None:
+                suffix = "" if name == LLM_SLOT else f"_{name}"
+                slot_values |= {"checkpoint_dir": str(checkpoint.resolve()),
+                                "engine_dir": str(settings.run_dir / f"trtllm_engine{suffix}")}
+            config = template.substitute(slot_values)  # a missing value is a KeyError, never a silent blank
+            target = out / name
+            (target / "1").mkdir(parents=True)
+            (target / "config.pbtxt").write_text(config)
+            backend_file = model_dir / "1" / "model.py"
+            if backend_file.exists() and 'backend: "python"' in config:
+                shutil.copy2(backend_file, target / "1" / "model.py")
     return out

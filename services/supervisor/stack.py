@@ -43,9 +43,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_TRITON_HTTP_PORT": str(settings.triton_http_port),
         "SLUICE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
         "SLUICE_TRITON_METRICS_PORT": str(settings.triton_metrics_port),
+        "SLUICE_SAFETY_PORT": str(settings.safety_port),
+        "SLUICE_RETRIEVAL_PORT": str(settings.retrieval_port),
+        "SLUICE_MILVUS_URI": settings.milvus_uri or "",
         "SLUICE_RUN_DIR": str(settings.run_dir),
         "SLUICE_MODEL_DIR": str(settings.model_dir),
         "SLUICE_MODEL_NAME": settings.model_name,
+        "SLUICE_CATALOG": str(settings.catalog_path),
         "SLUICE_DATABASE_URL": settings.db_url,
     })
     return env
@@ -68,7 +72,8 @@ class Stack:
         s = self.settings
         return {"Envoy listener": s.http_port, "Envoy admin": s.envoy_admin_port,
                 "orchestrator": s.orchestrator_port, "Triton HTTP": s.triton_http_port,
-                "Triton gRPC": s.triton_grpc_port, "Triton metrics": s.triton_metrics_port}
+                "Triton gRPC": s.triton_grpc_port, "Triton metrics": s.triton_metrics_port,
+                "safety": s.safety_port, "retrieval": s.retrieval_port}
 
     def _build_processes(self) -> list[tuple[ManagedProcess, object]]:
         s = self.settings
@@ -84,6 +89,10 @@ class Stack:
         envoy_bin = Path(sys.executable).parent / "envoy"
         triton = ManagedProcess("triton", triton_command(s, repository, backends), self.log_dir / "triton.log",
                                 env=triton_env())
+        safety = ManagedProcess("safety", [sys.executable, "-m", "services.safety.server"],
+                                self.log_dir / "safety.log", env=settings_env(s))
+        retrieval = ManagedProcess("retrieval", [sys.executable, "-m", "services.retrieval.server"],
+                                   self.log_dir / "retrieval.log", env=settings_env(s))
         orchestrator = ManagedProcess(
             "orchestrator", [sys.executable, "-m", "services.orchestrator.server", "--grace",
                              str(self.shutdown_grace)], self.log_dir / "orchestrator.log", env=settings_env(s))
@@ -92,6 +101,8 @@ class Stack:
                                self.log_dir / "envoy.log")
         return [
             (triton, lambda: triton_ready(s.host, s.triton_http_port)),
+            (safety, lambda: grpc_serving(f"{s.host}:{s.safety_port}")),
+            (retrieval, lambda: grpc_serving(s.retrieval_url)),
             (orchestrator, lambda: grpc_serving(f"{s.host}:{s.orchestrator_port}")),
             (envoy, lambda: envoy_ready(s.host, s.envoy_admin_port)),
         ]
@@ -255,6 +266,8 @@ def status(settings: Settings | None = None) -> int:
     s = settings
     checks = {
         "triton": triton_ready(s.host, s.triton_http_port),
+        "safety": grpc_serving(f"{s.host}:{s.safety_port}"),
+        "retrieval": grpc_serving(s.retrieval_url),
         "orchestrator": grpc_serving(f"{s.host}:{s.orchestrator_port}"),
         "envoy": envoy_ready(s.host, s.envoy_admin_port),
     }

@@ -98,7 +98,8 @@ def orchestrator(generated: SimpleNamespace) -> Iterator[SimpleNamespace]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="orchestrator", daemon=True)
     thread.start()
-    servicer = _OpenAI()
+    # The generated base class answers UNIMPLEMENTED for every rpc the stand-in does not override.
+    servicer = type("StandInOpenAI", (_OpenAI, generated.grpc.OpenAIServicer), {})()
 
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server()

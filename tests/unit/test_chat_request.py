@@ -10,6 +10,10 @@ import pytest
 from services.common.errors import ApiError, invalid
 from services.orchestrator.chat_request import ChatMessage, parse_chat_request, parse_json_body
 
+TOOL = {"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic.", "parameters": {
+    "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "1+2"}'}}
+
 
 def make_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"model": "sluice-demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -75,8 +79,26 @@ def test_parse_json_body_rejects_non_objects(data: bytes) -> None:
          "messages.[0].content", "invalid_value"),
         (make_body(messages=[{"role": "user", "content": 5}]), "messages.[0].content", "invalid_type"),
         (make_body(messages=[{"role": "user"}]), "messages.[0].content", "invalid_type"),
-        (make_body(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages.[0]",
-         "unsupported_parameter"),
+        (make_body(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages.[0].tool_call_id",
+         "invalid_value"),
+        (make_body(messages=[{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                             {"role": "tool", "content": "x"}]), "messages.[1].tool_call_id",
+         "missing_required_parameter"),
+        (make_body(messages=[{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                             {"role": "tool", "content": "x", "tool_call_id": "call_other"}]),
+         "messages.[1].tool_call_id", "invalid_value"),
+        (make_body(messages=[{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                             {"role": "user", "content": "hi"}, {"role": "tool", "content": "x",
+                                                                 "tool_call_id": "call_1"}]),
+         "messages.[2].tool_call_id", "invalid_value"),
+        (make_body(messages=[{"role": "user", "content": "hi", "tool_calls": [CALL]}]), "messages.[0].tool_calls",
+         "invalid_value"),
+        (make_body(messages=[{"role": "assistant", "tool_calls": [{**CALL, "function": {
+            "name": "calculator", "arguments": "{oops"}}]}]), "messages.[0].tool_calls.[0].function.arguments",
+         "invalid_value"),
+        (make_body(messages=[{"role": "assistant", "tool_calls": [{"type": "function", "function": {
+            "name": "calculator", "arguments": "{}"}}]}]), "messages.[0].tool_calls.[0].id",
+         "missing_required_parameter"),
         (make_body(temperature=2.5), "temperature", "invalid_value"),
         (make_body(temperature=-0.1), "temperature", "invalid_value"),
         (make_body(temperature="1"), "temperature", "invalid_type"),
@@ -94,7 +116,25 @@ def test_parse_json_body_rejects_non_objects(data: bytes) -> None:
         (make_body(stream=True, stream_options={"include_usage": "yes"}), "stream_options", "invalid_type"),
         (make_body(stream="true"), "stream", "invalid_type"),
         (make_body(frobnicate=1), "frobnicate", "unknown_parameter"),
-        (make_body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools", "unsupported_parameter"),
+        (make_body(tools=[{"type": "retrieval"}]), "tools", "invalid_value"),
+        (make_body(tools={"type": "function"}), "tools", "invalid_type"),
+        (make_body(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools", "invalid_value"),
+        (make_body(tools=[TOOL, TOOL]), "tools", "invalid_value"),
+        (make_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}]),
+         "tools", "invalid_function_parameters"),
+        (make_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {"required": "x"}}}]),
+         "tools", "invalid_function_parameters"),
+        (make_body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]), "tools",
+         "invalid_type"),
+        (make_body(tools=[TOOL], tool_choice="sometimes"), "tool_choice", "invalid_value"),
+        (make_body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "weather"}}), "tool_choice",
+         "invalid_value"),
+        (make_body(tools=[TOOL], tool_choice={"type": "function"}), "tool_choice", "invalid_type"),
+        (make_body(tool_choice="required"), "tool_choice", "invalid_value"),
+        (make_body(tools=[TOOL], parallel_tool_calls="no"), "parallel_tool_calls", "invalid_type"),
+        (make_body(server_tools="calculator"), "server_tools", "invalid_type"),
+        (make_body(server_tools=["calculator", "calculator"]), "server_tools", "invalid_value"),
+        (make_body(functions=[{"name": "f"}]), "functions", "unsupported_parameter"),
         (make_body(logprobs=True), "logprobs", "unsupported_parameter"),
         (make_body(response_format={"type": "json_object"}), "response_format", "unsupported_value"),
         (make_body(max_tokens=0), "max_tokens", "invalid_value"),
@@ -113,6 +153,33 @@ def test_invalid_requests_name_the_parameter(body: dict[str, Any], param: str, c
 def test_unknown_field_is_reported_before_other_problems() -> None:
     error = rejects({"bogus": 1})  # no model, no messages: the unknown field still wins
     assert (error.param, error.code) == ("bogus", "unknown_parameter")
+
+
+def test_tools_and_a_tool_round_trip_are_parsed() -> None:
+    request = parse_chat_request(make_body(tools=[TOOL], tool_choice="required", parallel_tool_calls=False, messages=[
+        {"role": "user", "content": "What is 1+2?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "content": "3", "tool_call_id": "call_1"},
+    ]))
+    assert [t.name for t in request.tools] == ["calculator"]
+    assert (request.tool_choice.mode, request.parallel_tool_calls) == ("required", False)
+    assert request.messages[1].as_template_dict() == {"role": "assistant", "content": "", "tool_calls": [CALL]}
+    assert request.messages[2].as_template_dict() == {"role": "tool", "content": "3", "tool_call_id": "call_1"}
+
+
+def test_tool_choice_defaults_to_auto_with_tools_and_names_a_server_tool() -> None:
+    assert parse_chat_request(make_body(tools=[TOOL])).tool_choice.mode == "auto"
+    assert parse_chat_request(make_body()).tool_choice.mode == "none"
+    named = parse_chat_request(make_body(server_tools=["current_time"], tool_choice={
+        "type": "function", "function": {"name": "current_time"}}))
+    assert (named.tool_choice.mode, named.tool_choice.name, named.server_tools) == (
+        "function", "current_time", ["current_time"])
+
+
+def test_a_tool_without_parameters_takes_no_arguments() -> None:
+    tool = parse_chat_request(make_body(tools=[{"type": "function", "function": {"name": "ping"}}])).tools[0]
+    assert tool.parameters == {"type": "object", "properties": {}}
+    assert tool.argument_error({}) is None
 
 
 @pytest.mark.parametrize("name", ["logprobs", "tools", "tool_choice", "logit_bias"])

@@ -45,7 +45,8 @@ def test_every_template_directory_is_rendered(repo: Path, configs: dict[str, mod
     assert {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"} <= expected
     for name, config in configs.items():
         assert config.name == name  # Triton refuses a config whose name differs from its folder
-        assert config.max_batch_size == 8
+        # The embedder's batch is its own (rows of texts, not LLM sequences); the rest follow Settings.
+        assert config.max_batch_size == (64 if name == "embedder" else 8)
         assert (repo / name / "1").is_dir()
 
 
@@ -84,6 +85,8 @@ def test_python_models_point_at_this_environment_and_checkpoint(configs: dict[st
         if config.backend != "python":
             continue
         assert config.parameters["EXECUTION_ENV_PATH"].string_value == sys.prefix, name
+        if name in ("safety_classifier", "embedder"):  # their own bundled models, no LLM checkpoint
+            continue
         paths = {key: p.string_value for key, p in config.parameters.items() if key in ("tokenizer_dir",
                                                                                        "checkpoint_dir")}
         assert paths, f"{name} names no checkpoint"

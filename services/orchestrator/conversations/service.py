@@ -1,13 +1,15 @@
 """The native gRPC Conversations API: stored history, budgeted into the model's context, replies streamed and saved.
 
-A reply is saved when it completes. If the client goes away mid-stream, gRPC cancels this handler; the `finally`
-block then saves what was generated so far as an `incomplete` message, in a shielded write that a second
-cancellation cannot interrupt.
+A reply is saved when it completes. If the client goes away mid-stream (or a shutdown runs past its grace), the
+handler is cancelled; its `finally` block then saves what was generated so far as an `incomplete` message. That write
+is handed to the thread pool synchronously, before anything else is awaited, so no later cancellation can drop it:
+a cancelled await abandons only the waiting, and the event loop's shutdown joins the pool's threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -174,39 +176,45 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                     finish = chat_pb2.GenerateResponse.Finish(reason=_FINISH[event.reason], usage=usage)
                     yield chat_pb2.GenerateResponse(id=response_id, model=model, finish=finish)
         except ApiError as error:
-            await self._save_partial(tenant, conversation.id, reply, len(prepared.prompt_ids))
+            await self._save(tenant, conversation.id, reply, "incomplete", len(prepared.prompt_ids),
+                             reply.completion_tokens, None)
             await context.abort(error.grpc_code, error.message)
         except (asyncio.CancelledError, GeneratorExit):
-            log.info("conversation %s: request %s cancelled by the client after %d tokens", conversation.id,
+            log.info("conversation %s: request %s cancelled (client gone or shutdown) after %d tokens", conversation.id,
                      request_id, reply.completion_tokens)
             raise
         except Exception:
             log.exception("conversation %s: request %s failed", conversation.id, request_id)
-            await self._save_partial(tenant, conversation.id, reply, len(prepared.prompt_ids))
+            await self._save(tenant, conversation.id, reply, "incomplete", len(prepared.prompt_ids),
+                             reply.completion_tokens, None)
             error = internal()
             await context.abort(error.grpc_code, error.message)
         finally:
-            # Runs on every exit, cancellation included. The write is started first and shielded, so neither closing
-            # the Triton stream nor a second cancellation can lose it.
-            save = None if reply.stored else asyncio.ensure_future(
-                self._save_partial(tenant, conversation.id, reply, len(prepared.prompt_ids)))
+            # Runs on every exit, cancellation included. The write is submitted first, so neither closing the Triton
+            # stream nor a second cancellation (asyncio.run cancels every task at shutdown) can lose it.
+            save = None if reply.stored else self._save(tenant, conversation.id, reply, "incomplete",
+                                                        len(prepared.prompt_ids), reply.completion_tokens, None)
             try:
                 await events.aclose()  # cancels the Triton request if it is still running
             finally:
                 if save is not None:
                     await asyncio.shield(save)
 
-    async def _save_partial(self, tenant: str, conversation_id: str, reply: _Reply, prompt_tokens: int) -> None:
-        if not reply.stored:
-            await self._save(tenant, conversation_id, reply, "incomplete", prompt_tokens, reply.completion_tokens,
-                             None)
+    def _save(self, tenant: str, conversation_id: str, reply: _Reply, status: str, prompt_tokens: int,
+              completion_tokens: int, finish_reason: str | None) -> asyncio.Future[None]:
+        """Submits the assistant message's write to the thread pool now (not when a coroutine first runs)."""
+        reply.stored = True  # a second exit path must not store the same reply twice
+        write = functools.partial(self._write_reply, tenant, conversation_id, "".join(reply.parts), status,
+                                  prompt_tokens, completion_tokens, finish_reason)
+        return asyncio.get_running_loop().run_in_executor(None, write)
 
-    async def _save(self, tenant: str, conversation_id: str, reply: _Reply, status: str, prompt_tokens: int,
-                    completion_tokens: int, finish_reason: str | None) -> None:
-        reply.stored = True  # set first: a second exit path must not store the same reply twice
+    def _write_reply(self, tenant: str, conversation_id: str, content: str, status: str, prompt_tokens: int,
+                     completion_tokens: int, finish_reason: str | None) -> None:
         try:
-            await asyncio.to_thread(self.store.append_message, tenant, conversation_id, "assistant",
-                                    "".join(reply.parts), status=status, prompt_tokens=prompt_tokens,
-                                    completion_tokens=completion_tokens, finish_reason=finish_reason)
+            self.store.append_message(tenant, conversation_id, "assistant", content, status=status,
+                                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                      finish_reason=finish_reason)
         except ApiError as error:  # e.g. the conversation was deleted while the reply streamed
             log.warning("conversation %s: reply not stored (%s)", conversation_id, error.code)
+        except Exception:
+            log.exception("conversation %s: reply not stored", conversation_id)

@@ -1,0 +1,41 @@
+"""Safety classifier (Triton Python backend): text → per-category scores; the scoring lives in services.safety."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from services.safety.categories import CLASSIFIER_CATEGORIES
+from services.safety.scoring import CategoryScorer
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        declared = tuple(config["parameters"]["categories"]["string_value"].split(","))
+        if declared != CLASSIFIER_CATEGORIES:
+            raise ValueError(f"config categories {declared} differ from the scorer's {CLASSIFIER_CATEGORIES}")
+        self.scorer = CategoryScorer()
+        self.scorer.score(["warm-up"])
+
+    def execute(self, requests: list) -> list:
+        # One scorer call for the whole dynamic batch; a request that fails to decode gets its own error.
+        texts: list[str] = []
+        owners: list[int] = []
+        responses: list = [None] * len(requests)
+        for index, request in enumerate(requests):
+            try:
+                values = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
+                texts.extend(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
+                owners.extend([index] * len(values))
+            except Exception as exc:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"safety_classifier: {exc}"))
+        scores = self.scorer.score(texts) if texts else np.zeros((0, len(CLASSIFIER_CATEGORIES)), np.float32)
+        owner_array = np.asarray(owners)
+        for index in range(len(requests)):
+            if responses[index] is None:
+                rows = scores[owner_array == index]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("scores", rows)])
+        return responses

@@ -1,0 +1,1 @@
+"""`sluice bench`: measurements of Sluice's components (the engine first), written as JSON and a chart."""

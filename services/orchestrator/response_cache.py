@@ -1,0 +1,65 @@
+"""Exact-match response cache for deterministic requests (greedy, or sampled with a fixed seed).
+
+The key covers the tenant, the deployment, the prompt as token ids (so equivalent message lists that render to the
+same prompt share an entry) and every sampling parameter. Entries expire after a TTL and the cache is bounded (LRU).
+A hit is replayed as the same sequence of deltas, so streaming clients see a normal stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    deltas: tuple[tuple[str, int], ...]  # (text, token count) as originally streamed
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def cache_key(*, tenant: str, deployment: str, prompt_ids: Sequence[int], params: Any, stops: Sequence[str],
+              extra: str = "") -> str:
+    payload = json.dumps({"tenant": tenant, "deployment": deployment, "prompt": list(prompt_ids),
+                          "params": dataclasses.asdict(params), "stops": list(stops), "extra": extra},
+                         sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1 or ttl_s <= 0:
+            raise ValueError("max_entries and ttl_s must be positive")
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> CachedResponse | None:
+        item = self._entries.get(key)
+        if item is None or item[0] < self.clock():
+            if item is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return item[1]
+
+    def put(self, key: str, response: CachedResponse) -> None:
+        self._entries[key] = (self.clock() + self.ttl_s, response)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

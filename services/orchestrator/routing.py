@@ -1,0 +1,199 @@
+"""Model routing: which deployment serves a request, and what happens when it cannot.
+
+- explicit model names and aliases resolve through the catalog; `auto` picks a model by prompt length, requested
+  `max_tokens` and tenant tier; tenants may be pinned to a model;
+- a model with several deployments splits traffic by canary weight (deterministic per request id);
+- a deployment whose circuit is open or whose in-flight count is past its `max_queue` sends new requests to the
+  model's declared fallback, and says so;
+- brownout: when a deployment's time to first token stays above its SLO for a sustained window, new requests get
+  their `max_tokens` capped until it recovers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from services.common.circuit_breaker import CircuitBreaker
+from services.common.errors import ApiError, unavailable
+from services.common.settings import Settings
+from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    auto_small: str | None = None  # the model `auto` picks for short, cheap requests
+    auto_large: str | None = None  # ... and for long prompts, long answers or large-tier tenants
+    auto_long_prompt_chars: int = 2000
+    auto_large_max_tokens: int = 512
+    auto_large_tiers: tuple[str, ...] = ("enterprise",)
+    tenant_pins: dict[str, str] = field(default_factory=dict)  # tenant → model
+    ttft_slo_s: float = 0.5
+    brownout_window_s: float = 30.0
+    brownout_min_samples: int = 10
+    brownout_max_tokens: int = 64
+    breaker_failures: int = 3
+    breaker_cool_down_s: float = 10.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> RoutingPolicy:
+        raw = dict(raw or {})
+        auto = raw.pop("auto", {}) or {}
+        brownout = raw.pop("brownout", {}) or {}
+        return cls(
+            auto_small=auto.get("small"), auto_large=auto.get("large"),
+            auto_long_prompt_chars=int(auto.get("long_prompt_chars", 2000)),
+            auto_large_max_tokens=int(auto.get("large_max_tokens", 512)),
+            auto_large_tiers=tuple(auto.get("large_tiers", ("enterprise",))),
+            tenant_pins=dict(raw.get("tenant_pins") or {}),
+            ttft_slo_s=float(brownout.get("ttft_slo_ms", 500)) / 1000,
+            brownout_window_s=float(brownout.get("window_s", 30)),
+            brownout_min_samples=int(brownout.get("min_samples", 10)),
+            brownout_max_tokens=int(brownout.get("max_tokens", 64)),
+            breaker_failures=int(raw.get("breaker_failures", 3)),
+            breaker_cool_down_s=float(raw.get("breaker_cool_down_s", 10)))
+
+
+@dataclass
+class DeploymentHealth:
+    breaker: CircuitBreaker
+    in_flight: int = 0
+    ttfts: deque[tuple[float, float]] = field(default_factory=deque)  # (when, seconds)
+
+    def brownout(self, policy: RoutingPolicy, now: float) -> bool:
+        while self.ttfts and self.ttfts[0][0] < now - policy.brownout_window_s:
+            self.ttfts.popleft()
+        if len(self.ttfts) < policy.brownout_min_samples:
+            return False
+        return all(ttft > policy.ttft_slo_s for _, ttft in self.ttfts)
+
+
+@dataclass(slots=True)
+class RouteDecision:
+    entry: ModelEntry  # the public model actually serving (the fallback's, after a fallback)
+    deployment: Deployment
+    reason: str  # how the model was chosen: explicit, alias, auto:<why>, pinned, canary
+    fallback_from: str | None = None  # the deployment that could not take the request, and why
+    max_tokens_cap: int | None = None  # set while the deployment is browned out
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-sluice-model": self.entry.name, "x-sluice-deployment": self.deployment.name,
+                   "x-sluice-route": self.reason}
+        if self.fallback_from:
+            headers["x-sluice-fallback"] = self.fallback_from
+        if self.max_tokens_cap is not None:
+            headers["x-sluice-brownout"] = f"max_tokens={self.max_tokens_cap}"
+        return headers
+
+
+class Router:
+    def __init__(self, catalog: ModelCatalog, policy: RoutingPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.catalog = catalog
+        self.policy = policy or RoutingPolicy()
+        self.clock = clock
+        self.health = {d.name: DeploymentHealth(CircuitBreaker(failure_threshold=self.policy.breaker_failures,
+                                                               cool_down_s=self.policy.breaker_cool_down_s,
+                                                               clock=clock))
+                       for d in catalog.deployments()}
+
+    # -- choosing ----------------------------------------------------------------------------------------------------
+    def _pick_model(self, requested: str, tenant: str | None, tier: str | None, prompt_chars: int,
+                    max_tokens: int | None) -> tuple[ModelEntry, str]:
+        if tenant and tenant in self.policy.tenant_pins:
+            return self.catalog.get(self.policy.tenant_pins[tenant]), "pinned"
+        if requested != AUTO:
+            entry = self.catalog.get(requested)
+            return entry, "explicit" if entry.name == requested else "alias"
+        small, large = self.policy.auto_small, self.policy.auto_large
+        if not small or not large:
+            raise ApiError(404, "The model `auto` is not configured on this deployment.", "invalid_request_error",
+                           "model", "model_not_found")
+        if tier in self.policy.auto_large_tiers:
+            return self.catalog.get(large), "auto:tier"
+        if prompt_chars > self.policy.auto_long_prompt_chars:
+            return self.catalog.get(large), "auto:long-prompt"
+        if (max_tokens or 0) > self.policy.auto_large_max_tokens:
+            return self.catalog.get(large), "auto:long-answer"
+        return self.catalog.get(small), "auto:short"
+
+    def _pick_deployment(self, entry: ModelEntry, request_id: str) -> tuple[Deployment, bool]:
+        if len(entry.targets) == 1:
+            return entry.targets[0][0], False
+        total = sum(weight for _, weight in entry.targets)
+        point = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") % total
+        for deployment, weight in entry.targets:
+            if point < weight:
+                return deployment, deployment is not entry.primary
+            point -= weight
+        return entry.primary, False
+
+    def _unavailable_reason(self, deployment: Deployment) -> str | None:
+        health = self.health[deployment.name]
+        if not health.breaker.allow():
+            return "circuit-open"
+        if health.in_flight >= deployment.max_queue:
+            return "queue-full"
+        return None
+
+    def route(self, requested: str, *, request_id: str, tenant: str | None = None, tier: str | None = None,
+              prompt_chars: int = 0, max_tokens: int | None = None) -> RouteDecision:
+        entry, reason = self._pick_model(requested, tenant, tier, prompt_chars, max_tokens)
+        deployment, canary = self._pick_deployment(entry, request_id)
+        if canary:
+            reason = "canary"
+        seen = {entry.name}
+        fallback_from = None
+        while (why := self._unavailable_reason(deployment)) is not None:
+            fallback_from = f"{deployment.name} ({why})" if fallback_from is None else fallback_from
+            if entry.fallback is None or entry.fallback in seen:
+                retry = self.health[deployment.name].breaker.retry_after() if why == "circuit-open" else 1.0
+                raise unavailable(f"The model `{entry.name}` is temporarily unavailable ({why}).",
+                                  retry_after=max(retry, 1.0))
+            entry = self.catalog.get(entry.fallback)
+            seen.add(entry.name)
+            deployment, _ = self._pick_deployment(entry, request_id)
+        cap = self.policy.brownout_max_tokens if self.health[deployment.name].brownout(self.policy,
+                                                                                       self.clock()) else None
+        return RouteDecision(entry, deployment, reason, fallback_from, cap)
+
+    def fallback_after_failure(self, decision: RouteDecision, request_id: str) -> RouteDecision | None:
+        """After `decision`'s deployment failed before producing anything: the fallback route, if there is one."""
+        entry = decision.entry
+        if entry.fallback is None:
+            return None
+        fallback = self.catalog.get(entry.fallback)
+        deployment, _ = self._pick_deployment(fallback, request_id)
+        if self._unavailable_reason(deployment) is not None:
+            return None
+        return RouteDecision(fallback, deployment, decision.reason, f"{decision.deployment.name} (failed)")
+
+    # -- feedback ----------------------------------------------------------------------------------------------------
+    def started(self, deployment: Deployment) -> None:
+        self.health[deployment.name].in_flight += 1
+
+    def finished(self, deployment: Deployment, *, ok: bool, ttft_s: float | None = None) -> None:
+        health = self.health[deployment.name]
+        health.in_flight = max(0, health.in_flight - 1)
+        if ok:
+            health.breaker.record_success()
+        else:
+            health.breaker.record_failure()
+        if ttft_s is not None:
+            health.ttfts.append((self.clock(), ttft_s))
+
+
+def load_routing_policy(settings: Settings) -> RoutingPolicy:
+    """The `routing:` section of the catalog file (defaults when there is none)."""
+    if not settings.catalog_path.exists():
+        return RoutingPolicy()
+    raw = yaml.safe_load(settings.catalog_path.read_text()) or {}
+    return RoutingPolicy.from_dict(raw.get("routing"))

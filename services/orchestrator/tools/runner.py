@@ -1,0 +1,180 @@
+"""Tool-enabled generation: renders the tools into the prompt, forces a call when `tool_choice` asks for one, parses
+the model's `<tool_call>` markup into OpenAI tool calls, and runs server-side tools in a bounded loop.
+
+Event stream (what the facade renders): `TextDelta` content, then at most one of `ToolCallsReady` (valid calls for
+the client) or `ToolCallsRejected` (invalid calls, already explained in content), `ServerToolRan` for each server-side
+call executed, and a final `Finished` whose usage sums every generation round.
+
+Policies (documented in README "Tools"):
+- Invalid calls are never passed on. If any call in the model's answer is invalid (not JSON, unknown tool, arguments
+  failing the tool's JSON Schema, cut off), no tool calls are returned at all: the choice ends with finish_reason
+  "stop" (or "length" when the call was cut off), its content explains what was wrong, and the message carries the
+  rejected calls in the extension field `invalid_tool_calls`. No automatic retry.
+- `server_tools` (extension): the named registry tools are added to the prompt; when the model calls only server
+  tools, they run, their results are appended as `tool` turns, and the model generates again, at most `max_rounds`
+  times; after that the server tools leave the prompt so the model must answer. A round that also calls a client tool
+  ends the request with the client calls (`finish_reason: "tool_calls"`); its server calls are not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from services.common.errors import invalid
+from services.orchestrator.chat_request import ChatMessage, ChatRequest
+from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.tools.parser import CALL_OPEN, InvalidToolCall, ParsedEvent, ToolCall, ToolCallParser
+from services.orchestrator.tools.registry import ToolRegistry, ToolResult, builtin_registry
+from services.orchestrator.tools.spec import ToolSpec
+
+DEFAULT_MAX_ROUNDS = 3
+
+
+@dataclass(slots=True)
+class ToolCallsReady:
+    calls: list[ToolCall]
+
+
+@dataclass(slots=True)
+class ToolCallsRejected:
+    errors: list[InvalidToolCall]
+
+
+@dataclass(slots=True)
+class ServerToolRan:
+    call: ToolCall
+    result: ToolResult
+
+    def as_openai(self) -> dict:
+        return {**self.call.as_openai(), "output": self.result.output, "error": self.result.error}
+
+
+ToolRunEvent = TextDelta | ToolCallsReady | ToolCallsRejected | ServerToolRan | Finished
+
+
+def rejection_message(errors: list[InvalidToolCall]) -> str:
+    reasons = "; ".join(f"{e.name}: {e.error}" if e.name else e.error for e in errors)
+    return f"The model produced an invalid tool call, so no tool call was returned ({reasons})."
+
+
+class ToolRunner:
+    def __init__(self, generator: Generator, registry: ToolRegistry | None = None,
+                 max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+        self.generator = generator
+        self.registry = registry or builtin_registry()
+        self.max_rounds = max_rounds
+
+    def prepare(self, chat: ChatRequest) -> PreparedGeneration:
+        """Validates `server_tools` and prepares the first round; raises ApiError (400) like Generator.prepare."""
+        client_names = {tool.name for tool in chat.tools}
+        for name in chat.server_tools:
+            if self.registry.get(name) is None:
+                raise invalid(f"Invalid 'server_tools': unknown server tool {name!r}. Available: "
+                              f"{', '.join(self.registry.names())}.", "server_tools", "invalid_value")
+            if name in client_names:
+                raise invalid(f"Invalid 'server_tools': {name!r} is also defined in 'tools'.", "server_tools",
+                              "invalid_value")
+        return self._prepare_round(chat, chat.messages, 0)
+
+    def _specs(self, chat: ChatRequest, round_index: int) -> list[ToolSpec]:
+        if chat.tool_choice.mode == "none":
+            return []
+        server = [self.registry.get(n).spec for n in chat.server_tools] if round_index < self.max_rounds else []
+        return [*chat.tools, *server]
+
+    def _prepare_round(self, chat: ChatRequest, messages: list[ChatMessage], round_index: int) -> PreparedGeneration:
+        specs = self._specs(chat, round_index)
+        if not specs:
+            return self.generator.prepare(dataclasses.replace(chat, messages=messages))
+        prefill = ""
+        if round_index == 0 and chat.tool_choice.mode == "required":
+            prefill = CALL_OPEN
+        elif round_index == 0 and chat.tool_choice.mode == "function":
+            # No space after the colon: the tokenizer learned ' {"' as one token, so the model writes it itself.
+            prefill = f'{CALL_OPEN}{{"name": {json.dumps(chat.tool_choice.name)}, "arguments":'
+        return self.generator.prepare(dataclasses.replace(chat, messages=messages),
+                                      tools=[spec.as_template_tool() for spec in specs], prefill=prefill)
+
+    async def run(self, chat: ChatRequest, prepared: PreparedGeneration,
+                  request_id: str) -> AsyncIterator[ToolRunEvent]:
+        if not prepared.tool_markup:  # no tools in play: plain generation
+            async for event in self.generator.run(prepared, request_id):
+                yield event
+            return
+        total = Usage(prompt_tokens=0)
+        messages = list(chat.messages)
+        round_index = 0
+        while True:
+            parser = ToolCallParser(self._specs(chat, round_index))
+            turn = _Turn()
+            calls, errors, take = turn.calls, turn.errors, turn.take
+            reason, usage = "stop", Usage(prompt_tokens=len(prepared.prompt_ids))
+            delta = take(parser.feed(prepared.prefill))
+            if delta.text:
+                yield delta
+            events = self.generator.run(prepared, request_id)
+            try:
+                async for event in events:
+                    if isinstance(event, Finished):
+                        reason, usage = event.reason, event.usage
+                        continue
+                    usage.completion_tokens += event.token_count
+                    yield take(parser.feed(event.text), event.token_count)
+                    if (calls or errors) and not chat.parallel_tool_calls and not parser.in_call:
+                        break  # one call is all the client allowed: stop the model now (frees its batch slot)
+            finally:
+                await events.aclose()
+            delta = take(parser.finish())
+            if delta.text:
+                yield delta
+            _add(total, usage)
+            if errors:
+                yield TextDelta(("\n\n" if turn.text.strip() else "") + rejection_message(errors), 0)
+                yield ToolCallsRejected(errors)
+                yield Finished("length" if reason == "length" else "stop", total)
+                return
+            if not calls:
+                yield Finished(reason, total)
+                return
+            client_calls = [c for c in calls if c.name not in chat.server_tools]
+            if client_calls:
+                yield ToolCallsReady(client_calls)
+                yield Finished("tool_calls", total)
+                return
+            messages.append(ChatMessage(role="assistant", content=turn.text.strip(),
+                                        tool_calls=[c.as_openai() for c in calls]))
+            for call in calls:
+                result = await self.registry.get(call.name).run(json.loads(call.arguments))
+                yield ServerToolRan(call, result)
+                messages.append(ChatMessage(role="tool", content=result.as_message_content(), tool_call_id=call.id))
+            round_index += 1
+            prepared = self._prepare_round(chat, messages, round_index)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """What one generation round produced, sorted out of the parser's events."""
+
+    content: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    errors: list[InvalidToolCall] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.content)
+
+    def take(self, parsed: list[ParsedEvent], token_count: int = 0) -> TextDelta:
+        text = "".join(p for p in parsed if isinstance(p, str))
+        self.calls.extend(p for p in parsed if isinstance(p, ToolCall))
+        self.errors.extend(p for p in parsed if isinstance(p, InvalidToolCall))
+        self.content.append(text)
+        return TextDelta(text, token_count)
+
+
+def _add(total: Usage, usage: Usage) -> None:
+    total.prompt_tokens += usage.prompt_tokens
+    total.completion_tokens += usage.completion_tokens
+    total.cached_prompt_tokens += usage.cached_prompt_tokens

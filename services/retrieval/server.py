@@ -1,0 +1,73 @@
+"""The retrieval service's gRPC server (Retrieval + health + reflection), built by a factory so tests bind port 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+from services.common.settings import Settings
+from services.retrieval.embedding_client import EmbeddingClient
+from services.retrieval.embedding_model import counting_tokenizer
+from services.retrieval.indexer import Indexer
+from services.retrieval.search import HybridSearcher
+from services.retrieval.service import RetrievalService
+from services.retrieval.store import MilvusStore
+
+log = logging.getLogger("sluice.retrieval")
+
+SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
+
+
+async def create_server(settings: Settings, address: str | None = None,
+                        store: MilvusStore | None = None) -> tuple[grpc.aio.Server, int, MilvusStore, EmbeddingClient]:
+    """Builds and starts the server; returns it, the bound port, and what `serve` must close after it stops."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    store = store or await asyncio.to_thread(MilvusStore, settings.milvus_target)
+    await asyncio.to_thread(counting_tokenizer)  # load the tokenizer before declaring ourselves ready
+    embedder = EmbeddingClient(settings.triton_grpc_url)
+    service = RetrievalService(store, Indexer(store, embedder), HybridSearcher(store, embedder))
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    retrieval_pb2_grpc.add_RetrievalServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address or settings.retrieval_url)
+    if port == 0:
+        raise OSError(f"cannot bind the retrieval service to {address or settings.retrieval_url}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, store, embedder
+
+
+async def serve(settings: Settings, grace_seconds: float) -> None:
+    server, port, store, embedder = await create_server(settings)
+    log.info("retrieval listening on %s:%d (milvus %s)", settings.host, port,
+             "server" if settings.milvus_uri else "lite")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace_seconds)
+    await embedder.close()
+    await asyncio.to_thread(store.close)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sluice retrieval service")
+    parser.add_argument("--grace", type=float, default=10.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(Settings.from_env(), args.grace))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Chunks in Milvus through pymilvus' MilvusClient: a Milvus Lite file by default, any Milvus server by URI.
+
+One Milvus collection per Sluice collection (`sluice_<name>`). Each row is a chunk: dense vector, the text (analysed
+for BM25 by Milvus' own function into a sparse vector), document and chunk ids, the document's content hash, the tenant
+(a partition key) and metadata JSON. Every read and delete is built here with `tenant_id == <tenant>` first, so no
+caller can widen it; metadata filters are structured (key == value), never raw expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+from services.retrieval.embedding_model import DIMENSIONS
+
+_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+_META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_TEXT_BYTES = 65_535
+MAX_ID = 1024
+MAX_QUERY_ROWS = 16_384  # Milvus' cap on one query's result window
+# Lite's analyser lower-cases and splits on \w+; Milvus server accepts the same parameters.
+STOP_WORDS = ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "how", "in", "is", "it", "its",
+              "of", "on", "or", "that", "the", "to", "was", "were", "what", "when", "where", "which", "who", "why",
+              "will", "with", "does", "do", "did"]
+ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": STOP_WORDS}]}
+OUTPUT_FIELDS = ["chunk_id", "document_id", "text", "metadata"]
+
+
+class InvalidRequest(ValueError):
+    """A caller error: bad collection name, filter key, or id."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    chunk_id: str
+    document_id: str
+    index: int
+    text: str
+    vector: np.ndarray  # [384] float32
+
+
+@dataclass(slots=True)
+class StoredHit:
+    chunk_id: str
+    document_id: str
+    text: str
+    score: float  # higher is better
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def physical_name(collection: str) -> str:
+    if not _COLLECTION.match(collection or ""):
+        raise InvalidRequest(f"collection name must match {_COLLECTION.pattern}, got {collection!r}")
+    return f"sluice_{collection}"
+
+
+def _literal(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def build_filter(tenant: str, document_ids: Sequence[str] = (), metadata: dict[str, str] | None = None) -> str:
+    """The one place filter expressions are written: tenant first, then only quoted literals."""
+    if not tenant:
+        raise InvalidRequest("a tenant is required")
+    clauses = [f"tenant_id == {_literal(tenant)}"]
+    if document_ids:
+        clauses.append(f"document_id in [{', '.join(_literal(d) for d in document_ids)}]")
+    for key, value in sorted((metadata or {}).items()):
+        if not _META_KEY.match(key):
+            raise InvalidRequest(f"metadata filter keys must match {_META_KEY.pattern}, got {key!r}")
+        clauses.append(f"metadata[{_literal(key)}] == {_literal(value)}")
+    return " and ".join(clauses)
+
+
+def content_hash(text: str, metadata: dict[str, str], chunker_version: str) -> str:
+    payload = json.dumps([text, sorted(metadata.items()), chunker_version], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _primary_key(tenant: str, document_id: str, digest: str, index: int) -> str:
+    return hashlib.sha256(f"{tenant}\0{document_id}\0{digest}\0{index}".encode()).hexdigest()[:40]
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode()
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", errors="ignore")
+
+
+class MilvusStore:
+    """Thread-safe by one lock: the service calls it from worker threads, and Milvus Lite is one embedded engine."""
+
+    def __init__(self, uri: str, token: str | None = None) -> None:
+        self.uri = uri
+        self.client = MilvusClient(uri, token=token or "")
+        self._ready: set[str] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+    def _collection(self, collection: str, create: bool) -> str | None:
+        name = physical_name(collection)
+        if name in self._ready:
+            return name
+        if not self.client.has_collection(name):
+            if not create:
+                return None
+            self._create(name)
+        self.client.load_collection(name)
+        self._ready.add(name)
+        return name
+
+    def _create(self, name: str) -> None:
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("tenant_id", DataType.VARCHAR, max_length=256, is_partition_key=True)
+        schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_ID)
+        schema.add_field("chunk_id", DataType.VARCHAR, max_length=MAX_ID + 16)
+        schema.add_field("chunk_index", DataType.INT32)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
+                         analyzer_params=ANALYZER)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=DIMENSIONS)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
+                                     input_field_names=["text"], output_field_names=["sparse"]))
+        index = self.client.prepare_index_params()
+        index.add_index("dense", index_type="AUTOINDEX", metric_type="IP")  # unit vectors: IP == cosine
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+
+    # --- writes -------------------------------------------------------------------------------------------------
+
+    def document_hashes(self, collection: str, tenant: str, document_id: str) -> set[str]:
+        with self._lock:
+            name = self._collection(collection, create=False)
+            if name is None:
+                return set()
+            rows = self.client.query(name, filter=build_filter(tenant, [document_id]),
+                                     output_fields=["content_hash"], limit=MAX_QUERY_ROWS)
+        return {row["content_hash"] for row in rows}
+
+    def replace_document(self, collection: str, tenant: str, document_id: str, digest: str,
+                         rows: Sequence[ChunkRow], metadata: dict[str, str]) -> None:
+        """Writes the new chunks, then removes the document's chunks of any other hash: a crash in between leaves
+        two versions, which the next ingest of the document (seeing two hashes) repairs."""
+        if not document_id or len(document_id) > MAX_ID:
+            raise InvalidRequest(f"document id must be 1..{MAX_ID} characters")
+        data = [{"pk": _primary_key(tenant, document_id, digest, r.index), "tenant_id": tenant,
+                 "document_id": document_id, "chunk_id": r.chunk_id, "chunk_index": r.index, "content_hash": digest,
+                 "text": _truncate_utf8(r.text, MAX_TEXT_BYTES), "metadata": metadata,
+                 "dense": r.vector.astype(np.float32).tolist()} for r in rows]
+        stale = f"{build_filter(tenant, [document_id])} and content_hash != {_literal(digest)}"
+        with self._lock:
+            name = self._collection(collection, create=True)
+            if data:
+                self.client.upsert(name, data)
+            self.client.delete(name, filter=stale)
+
+    def delete(self, collection: str, tenant: str, document_ids: Sequence[str] = (),
+               metadata: dict[str, str] | None = None) -> int:
+        if not document_ids and not metadata:
+            raise InvalidRequest("delete needs document ids or a metadata filter")
+        expression = build_filter(tenant, document_ids, metadata)
+        with self._lock:
+            name = self._collection(collection, create=False)
+            if name is None:
+                return 0
+            deleted = 0
+            while True:  # a query window at a time, so the count is exact on Lite and on a server alike
+                pks = [row["pk"] for row in self.client.query(name, filter=expression, output_fields=["pk"],
+                                                              limit=MAX_QUERY_ROWS)]
+                if not pks:
+                    return deleted
+                self.client.delete(name, ids=pks)
+                deleted += len(pks)
+
+    def count(self, collection: str, tenant: str) -> int:
+        with self._lock:
+            name = self._collection(collection, create=False)
+            if name is None:
+                return 0
+            rows = self.client.query(name, filter=build_filter(tenant), output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    # --- reads --------------------------------------------------------------------------------------------------
+
+    def _search(self, collection: str, data: list, field_name: str, metric: str, limit: int,
+                expression: str) -> list[StoredHit]:
+        with self._lock:
+            name = self._collection(collection, create=False)
+            if name is None:
+                return []
+            result = self.client.search(name, data=data, anns_field=field_name, limit=limit, filter=expression,
+                                        output_fields=OUTPUT_FIELDS, search_params={"metric_type": metric})
+        hits = []
+        for hit in result[0]:
+            entity = hit["entity"]
+            # Milvus Lite reports BM25 as a negative distance (smaller is better), a server as a positive score.
+            score = float(hit["distance"])
+            hits.append(StoredHit(entity["chunk_id"], entity["document_id"], entity["text"],
+                                  abs(score) if metric == "BM25" else score,
+                                  {k: str(v) for k, v in (entity.get("metadata") or {}).items()}))
+        return hits
+
+    def dense_search(self, collection: str, tenant: str, vector: np.ndarray, limit: int,
+                     document_ids: Sequence[str] = (), metadata: dict[str, str] | None = None) -> list[StoredHit]:
+        return self._search(collection, [vector.astype(np.float32).tolist()], "dense", "IP", limit,
+                            build_filter(tenant, document_ids, metadata))
+
+    def lexical_search(self, collection: str, tenant: str, query: str, limit: int,
+                       document_ids: Sequence[str] = (), metadata: dict[str, str] | None = None) -> list[StoredHit]:
+        return self._search(collection, [query], "sparse", "BM25", limit,
+                            build_filter(tenant, document_ids, metadata))

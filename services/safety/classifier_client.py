@@ -1,0 +1,79 @@
+"""Clients for the safety classifier: Triton's `safety_classifier` model, or the same scorer in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+
+from services.safety.categories import CLASSIFIER_CATEGORIES
+
+MODEL_NAME = "safety_classifier"
+
+
+class ClassifierUnavailable(RuntimeError):
+    """The classifier could not answer (down, overloaded, timed out)."""
+
+
+class Classifier(Protocol):
+    async def scores(self, texts: list[str]) -> list[dict[str, float]]:
+        """Per text, a score in [0, 1] for each of CLASSIFIER_CATEGORIES."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _rows(matrix: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(CLASSIFIER_CATEGORIES, map(float, row), strict=True)) for row in matrix]
+
+
+class TritonClassifier:
+    def __init__(self, url: str, model_name: str = MODEL_NAME, timeout_s: float = 2.0) -> None:
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self._client = triton_aio.InferenceServerClient(url=url)
+
+    async def scores(self, texts: list[str]) -> list[dict[str, float]]:
+        if not texts:
+            return []
+        tensor = InferInput("text", [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
+        try:
+            result = await self._client.infer(self.model_name, [tensor], outputs=[InferRequestedOutput("scores")],
+                                              client_timeout=self.timeout_s)
+        except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all mean "no answer"
+            raise ClassifierUnavailable(f"{self.model_name}: {type(exc).__name__}: {exc}") from exc
+        matrix = result.as_numpy("scores")
+        if matrix is None or matrix.shape != (len(texts), len(CLASSIFIER_CATEGORIES)):
+            raise ClassifierUnavailable(f"{self.model_name}: unexpected output shape")
+        return _rows(matrix)
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model_name))
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class LocalClassifier:
+    """The Triton model's scorer in this process: for evaluation and unit tests (identical numbers)."""
+
+    def __init__(self) -> None:
+        from services.safety.scoring import CategoryScorer
+
+        self._scorer = CategoryScorer()
+
+    async def scores(self, texts: list[str]) -> list[dict[str, float]]:
+        return _rows(self._scorer.score(texts)) if texts else []
+
+    def scores_sync(self, texts: list[str]) -> list[dict[str, float]]:
+        return _rows(self._scorer.score(texts)) if texts else []
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)

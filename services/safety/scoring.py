@@ -1,0 +1,88 @@
+"""The safety classifier's scoring, shared by the Triton model (model_repository/safety_classifier) and local use.
+
+Toxicity is alt-profanity-check's trained model (TF-IDF + a calibrated linear SVM), evaluated through a flattened
+copy of its weights: sklearn's `CalibratedClassifierCV.predict_proba` spends ~14 ms per call on input validation
+for five tiny linear models, the arithmetic itself takes microseconds. `ToxicityModel` checks at load time that
+the fast path reproduces `predict_prob` on probe sentences and falls back to the library if it does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from services.safety.categories import CLASSIFIER_CATEGORIES
+from services.safety.detectors.lexicon import lexicon_scores
+
+log = logging.getLogger(__name__)
+
+_PROBES = ("you are a stupid idiot", "kill the process and restart it", "what a lovely day",
+           "go to hell you worthless piece of shit", "")
+_LEET = str.maketrans({"@": "a", "$": "s", "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
+_OBFUSCATED = re.compile(r"\b\w*[@$0-9*]\w*\b")
+
+
+class ToxicityModel:
+    def __init__(self) -> None:
+        from profanity_check import profanity_check as library
+
+        self._library = library
+        self.vectorizer = library.vectorizer
+        self.fast = self._flatten(library.model)
+        if self.fast:
+            expected = library.predict_prob(list(_PROBES))
+            got = self.predict(list(_PROBES))
+            if not np.allclose(expected, got, atol=1e-6):
+                log.warning("flattened toxicity model disagrees with predict_prob; using the library")
+                self.fast = False
+
+    def _flatten(self, model: object) -> bool:
+        try:
+            calibrated = model.calibrated_classifiers_  # type: ignore[attr-defined]
+            self._coef = np.stack([c.estimator.coef_.reshape(-1) for c in calibrated]).T  # [V, K]
+            self._intercept = np.array([float(np.ravel(c.estimator.intercept_)[0]) for c in calibrated])
+            self._a = np.array([float(c.calibrators[0].a_) for c in calibrated])
+            self._b = np.array([float(c.calibrators[0].b_) for c in calibrated])
+            return calibrated[0].method == "sigmoid" and list(model.classes_) == [0, 1]  # type: ignore[attr-defined]
+        except (AttributeError, IndexError, ValueError):
+            return False
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """P(offensive) per text, [N]."""
+        if not texts:
+            return np.zeros(0)
+        if not self.fast:
+            return np.asarray(self._library.predict_prob(texts), dtype=np.float64)
+        features = self.vectorizer.transform(texts)  # sparse [N, V]
+        decision = features @ self._coef + self._intercept  # [N, K]
+        positive = 1.0 / (1.0 + np.exp(self._a * decision + self._b))  # sklearn's sigmoid calibration
+        return positive.mean(axis=1)
+
+
+class CategoryScorer:
+    """Text → scores in CLASSIFIER_CATEGORIES order."""
+
+    def __init__(self) -> None:
+        self.toxicity = ToxicityModel()
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """[N, C] float32 scores in CLASSIFIER_CATEGORIES order."""
+        out = np.zeros((len(texts), len(CLASSIFIER_CATEGORIES)), dtype=np.float32)
+        if not texts:
+            return out
+        # Score de-obfuscated text too ("sh1t", "@ss"), keeping the higher probability.
+        plain = self.toxicity.predict(texts)
+        deleeted = [_OBFUSCATED.sub(lambda m: m.group(0).translate(_LEET), t) for t in texts]
+        changed = [i for i, (a, b) in enumerate(zip(texts, deleeted, strict=True)) if a != b]
+        if changed:
+            plain[changed] = np.maximum(plain[changed], self.toxicity.predict([deleeted[i] for i in changed]))
+        for row, text in enumerate(texts):
+            lexicon = lexicon_scores(text)
+            for col, category in enumerate(CLASSIFIER_CATEGORIES):
+                value = lexicon.get(category, 0.0)
+                if category == "toxicity":
+                    value = max(value, float(plain[row]))
+                out[row, col] = value
+        return out

@@ -1,0 +1,116 @@
+"""The safety service's gRPC server (CheckInput, CheckOutput) + health + reflection, built by a factory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sluice.v1 import safety_pb2, safety_pb2_grpc
+
+from services.common.settings import Settings
+from services.safety.checker import check_messages
+from services.safety.classifier_client import Classifier, ClassifierUnavailable, TritonClassifier
+from services.safety.policy import InMemoryPolicyStore, PolicyStore
+from services.safety.stream_guard import GuardDecision, StreamGuard
+from services.safety.verdict import category_proto, span_proto
+
+log = logging.getLogger("sluice.safety")
+
+SERVICE_NAME = safety_pb2.DESCRIPTOR.services_by_name["Safety"].full_name
+
+
+def _decision_proto(decision: GuardDecision) -> safety_pb2.OutputDecision:
+    return safety_pb2.OutputDecision(action=int(decision.action), text=decision.text,
+                                     categories=[category_proto(c) for c in decision.categories],
+                                     spans=[span_proto(f) for f in decision.findings], final=decision.final)
+
+
+class SafetyService(safety_pb2_grpc.SafetyServicer):
+    def __init__(self, classifier: Classifier, policies: PolicyStore) -> None:
+        self.classifier = classifier
+        self.policies = policies
+
+    async def CheckInput(self, request: safety_pb2.CheckInputRequest,
+                         context: grpc.aio.ServicerContext) -> safety_pb2.Verdict:
+        started = time.perf_counter()
+        policy = await self.policies.get(request.policy_id)
+        try:
+            verdict = await check_messages(self.classifier, policy, [(m.role, m.content) for m in request.messages])
+        except ClassifierUnavailable as exc:
+            log.warning("request %s: classifier unavailable: %s", request.request_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+        if verdict.triggered:  # ids and categories only, never the text
+            log.info("request %s: %s %s (%.1f ms)", request.request_id, verdict.action.name,
+                     ",".join(verdict.triggered), (time.perf_counter() - started) * 1000)
+        return verdict.to_proto()
+
+    async def CheckOutput(self, request_iterator: AsyncIterator[safety_pb2.OutputChunk],
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[safety_pb2.OutputDecision]:
+        guard: StreamGuard | None = None
+        request_id = ""
+        try:
+            async for chunk in request_iterator:
+                if guard is None:
+                    guard = StreamGuard(self.classifier, await self.policies.get(chunk.policy_id))
+                    request_id = chunk.request_id
+                decision = await guard.feed(chunk.text)
+                yield _decision_proto(decision)
+                if guard.stopped:
+                    log.info("request %s: output stopped (%s)", request_id,
+                             ",".join(c.category for c in decision.categories))
+                    return
+            if guard is not None:
+                yield _decision_proto(await guard.finish())
+        except ClassifierUnavailable as exc:
+            log.warning("request %s: classifier unavailable: %s", request_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+
+
+async def create_server(settings: Settings, address: str | None = None, classifier: Classifier | None = None,
+                        policies: PolicyStore | None = None) -> tuple[grpc.aio.Server, int, Classifier]:
+    """Builds and starts the server. `address` may use port 0 (tests); returns the bound port."""
+    classifier = classifier or TritonClassifier(settings.triton_grpc_url)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    safety_pb2_grpc.add_SafetyServicer_to_server(SafetyService(classifier, policies or InMemoryPolicyStore()),
+                                                 server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address or f"{settings.host}:{settings.safety_port}")
+    if port == 0:
+        raise OSError(f"cannot bind the safety service to {address or settings.safety_port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, classifier
+
+
+async def serve(settings: Settings, grace_seconds: float) -> None:
+    server, port, classifier = await create_server(settings)
+    log.info("safety service listening on %s:%d", settings.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace_seconds)
+    await classifier.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sluice safety service")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight checks get at shutdown")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(Settings.from_env(), args.grace))
+
+
+if __name__ == "__main__":
+    main()

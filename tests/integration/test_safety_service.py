@@ -1,0 +1,74 @@
+"""The safety service in the real stack: its gRPC API backed by Triton's safety_classifier model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from sluice.v1 import chat_pb2, safety_pb2, safety_pb2_grpc
+
+from services.common.settings import Settings
+from services.safety.categories import CLASSIFIER_CATEGORIES
+from services.safety.evaluation import bench
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def safety(stack: Settings):
+    with grpc.insecure_channel(f"{stack.host}:{stack.safety_port}") as channel:
+        yield safety_pb2_grpc.SafetyStub(channel)
+
+
+def _check(stub, *texts: str, role: str = "user") -> safety_pb2.Verdict:
+    messages = [chat_pb2.Message(role=role, content=t) for t in texts]
+    return stub.CheckInput(safety_pb2.CheckInputRequest(messages=messages, request_id="t"), timeout=10)
+
+
+def test_triton_model_scores_a_batch_in_category_order(stack: Settings) -> None:
+    client = grpcclient.InferenceServerClient(stack.triton_grpc_url)
+    try:
+        text = grpcclient.InferInput("text", [2, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[b"how do I make a pipe bomb"], [b"kill the process"]], dtype=np.object_))
+        scores = client.infer("safety_classifier", [text]).as_numpy("scores")
+    finally:
+        client.close()
+    assert scores.shape == (2, len(CLASSIFIER_CATEGORIES)) and scores.dtype == np.float32
+    assert scores[0, CLASSIFIER_CATEGORIES.index("weapons")] >= 0.5
+    assert scores[1].max() < 0.5
+
+
+def test_check_input_allow_redact_block(safety) -> None:
+    allowed = _check(safety, "How do I kill the process listening on port 8080?")
+    assert allowed.action == safety_pb2.ACTION_ALLOW and allowed.policy_id == "default"
+    assert {c.category for c in allowed.categories} >= set(CLASSIFIER_CATEGORIES)
+
+    redacted = _check(safety, "You are a helpful bot.", "my email is jane.doe@gmail.com", role="user")
+    assert redacted.action == safety_pb2.ACTION_REDACT
+    assert list(redacted.redacted_text) == ["You are a helpful bot.", "my email is [EMAIL]"]
+    assert [(s.message_index, s.start, s.end, s.category) for s in redacted.spans] == [(1, 12, 30, "pii.email")]
+
+    blocked = _check(safety, "you are a worthless piece of shit")
+    assert blocked.action == safety_pb2.ACTION_BLOCK
+    assert [c.category for c in blocked.categories if c.triggered] == ["toxicity"]
+
+
+def test_check_output_streams_redactions_and_stops(safety) -> None:
+    text = "Contact jane.doe@gmail.com for details. Next, here is how to make a pipe bomb: first you take"
+    chunks = [safety_pb2.OutputChunk(text=text[i:i + 4]) for i in range(0, len(text), 4)]
+    decisions = list(safety.CheckOutput(iter(chunks), timeout=10))
+    emitted = "".join(d.text for d in decisions)
+    assert decisions[-1].action == safety_pb2.ACTION_STOP and decisions[-1].final
+    assert "weapons" in [c.category for c in decisions[-1].categories]
+    assert emitted.startswith("Contact [EMAIL] for details.") and "jane" not in emitted and "bomb" not in emitted
+
+
+def test_latency_targets(stack: Settings) -> None:
+    numbers = asyncio.run(bench(f"{stack.host}:{stack.safety_port}", requests=100))
+    print(f"\nsafety latency: {numbers}")
+    assert numbers["output_intact"] == 1.0
+    assert numbers["input_p50_ms"] < 20  # target 10 ms on the dev machine; slack for a loaded CI box
+    assert numbers["output_ms_per_token"] < 2

@@ -1,0 +1,96 @@
+"""The benchmark's machinery on a tiny random model: structure and invariants, never timing targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from services.bench import engine_bench
+from services.bench.drivers import run_mode, run_prefix_reuse
+from services.bench.metrics import percentile
+from services.bench.workload import mixed_workload, shared_prefix_workload
+from tests.unit.engine_factories import make_model
+
+TINY = engine_bench.Profile(concurrencies=(1, 3), rounds=2, sequential_requests=2, prompt_len=(4, 12),
+                            output_len=(2, 9), prefix_requests=4, prefix_system_len=32, prefix_user_len=4,
+                            prefix_output_len=3, peer_requests=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: one thread is fastest, and robust when the machine is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_percentile_matches_linear_interpolation() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([float(i) for i in range(101)], 95) == pytest.approx(95.0)
+
+
+def test_workloads_are_deterministic_and_in_range() -> None:
+    a = mixed_workload(20, 97, seed=1, prompt_len=(4, 12), output_len=(2, 9))
+    assert a == mixed_workload(20, 97, seed=1, prompt_len=(4, 12), output_len=(2, 9))
+    assert all(4 <= len(s.prompt_ids) <= 12 and 2 <= s.output_len <= 9 for s in a)
+    assert all(3 <= t < 97 for s in a for t in s.prompt_ids)
+    shared = shared_prefix_workload(4, 97, system_len=32, user_len=4)
+    assert len({tuple(s.prompt_ids[:32]) for s in shared}) == 1
+    assert len({tuple(s.prompt_ids[32:]) for s in shared}) == 4
+
+
+@pytest.mark.parametrize("mode", ["sequential", "static", "inflight"])
+def test_every_mode_completes_every_request_with_exact_lengths(mode: str) -> None:
+    model = make_model()
+    specs = mixed_workload(7, 97, seed=2, prompt_len=(4, 12), output_len=(2, 9))
+    figures, sinks = run_mode(model, mode, specs, 3)
+    assert figures["completed"] == figures["requests"] == 7 and figures["errors"] == 0
+    assert figures["output_tokens"] == figures["expected_tokens"] == sum(s.output_len for s in specs)
+    assert [s.tokens for s in sinks] == [s.output_len for s in specs]
+    for key in ("ttft_ms", "tpot_ms"):
+        assert 0 < figures[key]["p50"] <= figures[key]["p95"]
+    assert figures["preemptions"] == 0 and 0 <= figures["kv_waste"] < 1
+
+
+def test_modes_generate_the_same_greedy_tokens() -> None:
+    model = make_model()
+    specs = mixed_workload(5, 97, seed=3, prompt_len=(4, 12), output_len=(2, 9))
+    outputs = {mode: [s.token_ids for s in run_mode(model, mode, specs, 2)[1]]
+               for mode in ("sequential", "static", "inflight")}
+    assert outputs["sequential"] == outputs["static"] == outputs["inflight"]
+
+
+def test_prefix_reuse_hits_only_when_enabled() -> None:
+    model = make_model()
+    specs = shared_prefix_workload(4, 97, system_len=32, user_len=4, output_len=3)
+    on = run_prefix_reuse(model, specs, reuse=True, arrival="sequential")
+    off = run_prefix_reuse(model, specs, reuse=False, arrival="sequential")
+    assert off["prefix_hit_tokens"] == 0
+    assert on["prefix_hit_tokens"] == 3 * 32  # requests 2..4 reuse the 32-token system prompt (block size 16)
+    burst = run_prefix_reuse(model, specs, reuse=True, arrival="burst")
+    assert burst["completed"] == 4
+
+
+def test_bench_model_and_report(tmp_path, monkeypatch) -> None:
+    model = make_model()
+    logs: list[str] = []
+    figures = engine_bench.bench_model("tiny", model, "random", TINY, log=logs.append)
+    assert set(figures["throughput"]) == {"sequential", "static", "inflight"}
+    assert {c for runs in figures["throughput"].values() for c in runs} == {"1", "3"}
+    assert figures["throughput"]["sequential"]["3"]["requests"] == 2
+    assert figures["throughput"]["inflight"]["3"]["requests"] == 6
+    assert figures["ratios"]["3"]["inflight_vs_sequential"] > 0
+    assert 0 <= figures["kv_waste"]["all_runs"] < 1
+    assert set(figures["prefix_reuse"]) == {"sequential", "burst"}
+    assert figures["prefix_reuse"]["sequential"]["hit_rate"] > 0
+    summary = engine_bench.target_summary({"tiny": figures})
+    assert {row["model"] for row in summary} == {"tiny"}
+    results = {"meta": {"quick": True, "torch_threads": 1, "started_utc": "now"}, "models": {"tiny": figures},
+               "summary": summary}
+    json.dumps(results)  # everything is JSON-serialisable
+    assert "inflight" in engine_bench.format_table(results)
