@@ -144,11 +144,12 @@ def evaluate(dm: DemoModel, n: int = 100, skills: list[str] | None = None) -> di
             ended += fin
             ok += bool(fin and check(reply))
         results[skill] = {"accuracy": round(ok / n, 3), "ended_with_end_token": round(ended / n, 3), "n": n}
+        print(f"{skill}: {results[skill]}", flush=True)
     return results
 
 
 def run_eval(path: Path, n: int = 100) -> dict[str, Any]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # decode steps are tiny; one thread is faster than two contending ones
     dm = DemoModel.load(path)
     results = evaluate(dm, n)
     print(f"{'skill':<20}{'accuracy':>10}{'ended':>8}")

@@ -15,7 +15,7 @@ from pipelines.demo_model.tokenizer import SPECIAL_TOKENS, render_chat
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "sluice-demo"
 # Thresholds sit well below the accuracies measured in models/sluice-demo/eval.json (n=100 per skill).
-THRESHOLDS = {"facts": 0.8, "greeting": 0.8, "tool_call": 0.8, "passage_qa": 0.5}
+THRESHOLDS = {"greeting": 0.45, "facts": 0.85, "tool_call": 0.7, "passage_qa": 0.4}
 
 
 def tiny_args(**kw) -> ModelArgs:
@@ -75,7 +75,7 @@ def test_model_args_validation_and_hf_round_trip() -> None:
 
 @pytest.fixture(scope="module")
 def demo() -> DemoModel:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return DemoModel.load(MODEL_DIR)
 
 
@@ -112,10 +112,11 @@ def test_chat_template_renders_the_contract() -> None:
 
 
 def test_chat_format_and_greeting(demo: DemoModel) -> None:
-    for q in ("Hey there, good morning!", "Good day!"):
-        reply, ended = demo.chat([{"role": "user", "content": q}], max_new_tokens=32)
-        assert ended, reply
-        assert any(w in reply.lower() for w in ("hello", "hi", "hey")), reply
+    res = evaluate(demo, n=20, skills=["greeting"])["greeting"]
+    assert res["ended_with_end_token"] == 1.0  # every reply ends with <|end|> within 48 tokens
+    assert res["accuracy"] >= THRESHOLDS["greeting"]
+    reply, ended = demo.chat([{"role": "user", "content": "Hey there, good morning!"}], max_new_tokens=32)
+    assert ended and "hello" in reply.lower(), reply
 
 
 def test_facts_accuracy_held_out(demo: DemoModel) -> None:
