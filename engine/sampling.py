@@ -84,7 +84,8 @@ def _banned_tokens(params: SamplingParams, output_ids: Sequence[int]) -> list[in
 def sample_next(logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], output_ids: Sequence[int],
                 generator: torch.Generator) -> int:
     """logits: [V] for the last position. Returns the next token id."""
-    logits = apply_penalties(logits.float(), params, prompt_ids, output_ids)
+    # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
+    logits = apply_penalties(logits.float().cpu(), params, prompt_ids, output_ids)
     banned = _banned_tokens(params, output_ids)
     if banned:
         logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")

@@ -39,7 +39,7 @@ def write_chart(results: dict, path: Path) -> str | None:
         ax.grid(axis="y", alpha=0.3)
     meta = results["meta"]
     low, high = next(iter(models.values())).get("profile", {}).get("output_len", ("?", "?"))
-    fig.suptitle(f"sluice bench engine — output {low}–{high} tokens, {meta['torch_threads']} threads, "
+    fig.suptitle(f"sluice bench engine — output {low}–{high} tokens, threads={meta['torch_threads']}, "
                  f"{meta['started_utc']}{' (quick)' if meta['quick'] else ''}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -241,6 +241,10 @@ def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, qui
     torch.set_grad_enabled(False)
     results_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    load = os.getloadavg()[0]
+    if threads > 1 and load > 0.5:  # measured here: 2 threads on a loaded 2-core box ran ~9× slower than 1 thread
+        log(f"warning: load average {load:.1f} before the run; with {threads} torch threads the figures suffer from "
+            "oversubscription (try --threads 1 on a shared machine)")
     results: dict[str, object] = {
         "meta": {**machine_info(), "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": quick,
                  "torch_threads": torch.get_num_threads(), "loadavg_start": list(os.getloadavg()),

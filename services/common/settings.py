@@ -33,6 +33,7 @@ class Settings:
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
     model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
     catalog_path: Path = field(default_factory=lambda: REPO_ROOT / "config" / "catalog.yaml")
+    stages_path: Path = field(default_factory=lambda: REPO_ROOT / "pipelines" / "stages.yaml")  # the chat pipeline
     max_batch_size: int = 64
     max_tokens_default: int = 256
     response_cache_entries: int = 1024  # exact-match cache for deterministic requests
@@ -67,6 +68,7 @@ class Settings:
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
             "catalog_path": Path(os.environ.get("SLUICE_CATALOG", base.catalog_path)),
+            "stages_path": Path(os.environ.get("SLUICE_STAGES", base.stages_path)),
             "database_url": os.environ.get("SLUICE_DATABASE_URL") or None,
             "retrieval_port": _env_int("SLUICE_RETRIEVAL_PORT", base.retrieval_port),
             "safety_port": _env_int("SLUICE_SAFETY_PORT", base.safety_port),

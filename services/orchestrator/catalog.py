@@ -17,6 +17,7 @@ import yaml
 from engine.tokenizer import ChatTokenizer
 from services.common.errors import model_not_found
 from services.common.settings import REPO_ROOT, Settings
+from services.orchestrator.personas import PersonaBook
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class ModelEntry:
     targets: list[tuple[Deployment, int]]  # (deployment, canary weight)
     aliases: list[str] = field(default_factory=list)
     fallback: str | None = None
+    system_prompt: str | None = None  # used when neither the request nor a persona gives one
     created: int = field(default_factory=lambda: int(time.time()))
     owned_by: str = "sluice"
 
@@ -82,7 +84,8 @@ class ModelEntry:
 
 
 class ModelCatalog:
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    def __init__(self, entries: list[ModelEntry], personas: PersonaBook | None = None) -> None:
+        self.personas = personas or PersonaBook()
         self._entries = {entry.name: entry for entry in entries}
         self._aliases = {alias: entry for entry in entries for alias in entry.aliases}
 
@@ -129,10 +132,10 @@ class ModelCatalog:
             if not targets:
                 continue
             entries.append(ModelEntry(name=name, targets=targets, aliases=list(spec.get("aliases") or []),
-                                      fallback=spec.get("fallback")))
+                                      fallback=spec.get("fallback"), system_prompt=spec.get("system_prompt")))
         if not entries:
             raise ValueError("the model catalog serves no model (no deployment has its checkpoint)")
-        return cls(entries)
+        return cls(entries, PersonaBook.from_dict(raw))
 
 
 def deployment_checkpoints(raw: dict[str, Any], base: Path = REPO_ROOT, checkpoint_override: Path | None = None,

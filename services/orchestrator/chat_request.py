@@ -7,6 +7,7 @@ request is valid.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ from services.orchestrator.tools.spec import (
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
+MAX_RETRIEVAL_COLLECTIONS = 8
+MAX_RETRIEVAL_TOP_K = 20
+DEFAULT_RETRIEVAL_TOP_K = 4
+_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")  # as services/retrieval/store.py accepts
 
 # Accepted OpenAI fields. Those listed in UNSUPPORTED are understood but not implemented here: they get a clear 400
 # rather than being silently ignored.
@@ -30,8 +35,9 @@ KNOWN_FIELDS = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
     "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "response_format",
     "logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
-    "function_call", "metadata", "store", "service_tier", "top_k", "repetition_penalty", "min_tokens",
+    "function_call", "metadata", "store", "service_tier", "top_k", "repetition_penalty", "min_tokens", "persona",
     "server_tools",  # Sluice extension: tools the orchestrator runs itself (services/orchestrator/tools/registry.py)
+    "retrieval",  # Sluice extension: {"collections": [...], "top_k": 4} — the retrieve stage (pipeline/retrieve.py)
 }
 UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "functions", "function_call"}
 
@@ -57,6 +63,14 @@ class ChatMessage:
         return message
 
 
+@dataclass(frozen=True, slots=True)
+class RetrievalOptions:
+    """The `retrieval` extension: search these collections for the latest user turn and ground the answer."""
+
+    collections: tuple[str, ...]
+    top_k: int = DEFAULT_RETRIEVAL_TOP_K
+
+
 @dataclass(slots=True)
 class ChatRequest:
     model: str
@@ -74,10 +88,13 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
+    persona: str | None = None  # a named system prompt + sampling defaults from the catalog
+    explicit: frozenset[str] = frozenset()  # the sampling fields the client set (persona defaults fill the rest)
     tools: list[ToolSpec] = field(default_factory=list)
     tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("none"))
     parallel_tool_calls: bool = True
     server_tools: list[str] = field(default_factory=list)
+    retrieval: RetrievalOptions | None = None
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -192,6 +209,41 @@ def _stop(body: dict[str, Any]) -> list[str]:
     return stop
 
 
+def parse_retrieval(raw: Any) -> RetrievalOptions | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise invalid("Invalid type for 'retrieval': expected an object like {\"collections\": [\"docs\"], "
+                      "\"top_k\": 4}.", "retrieval", "invalid_type")
+    unknown = sorted(set(raw) - {"collections", "top_k"})
+    if unknown:
+        raise invalid(f"Unrecognized argument in 'retrieval': {unknown[0]}", f"retrieval.{unknown[0]}",
+                      "unknown_parameter")
+    collections = raw.get("collections")
+    if collections is None:
+        raise invalid("Missing required parameter: 'retrieval.collections'.", "retrieval.collections",
+                      "missing_required_parameter")
+    if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
+        raise invalid("Invalid type for 'retrieval.collections': expected an array of strings.",
+                      "retrieval.collections", "invalid_type")
+    if not 1 <= len(collections) <= MAX_RETRIEVAL_COLLECTIONS:
+        raise invalid(f"Invalid 'retrieval.collections': expected 1 to {MAX_RETRIEVAL_COLLECTIONS} collections.",
+                      "retrieval.collections", "invalid_value")
+    for name in collections:
+        if not _COLLECTION.match(name):
+            raise invalid(f"Invalid 'retrieval.collections': {name!r} is not a collection name (a letter, then "
+                          "letters, digits or underscores; at most 63).", "retrieval.collections", "invalid_value")
+    top_k = raw.get("top_k")
+    if top_k is None:
+        top_k = DEFAULT_RETRIEVAL_TOP_K
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise invalid("Invalid type for 'retrieval.top_k': expected an integer.", "retrieval.top_k", "invalid_type")
+    if not 1 <= top_k <= MAX_RETRIEVAL_TOP_K:
+        raise invalid(f"Invalid 'retrieval.top_k': {top_k} is not between 1 and {MAX_RETRIEVAL_TOP_K}.",
+                      "retrieval.top_k", "invalid_value")
+    return RetrievalOptions(tuple(dict.fromkeys(collections)), top_k)
+
+
 def parse_json_body(data: bytes) -> dict[str, Any]:
     try:
         body = json.loads(data)
@@ -268,5 +320,19 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=parse_parallel_tool_calls(body.get("parallel_tool_calls")),
         server_tools=server_tools,
+        retrieval=parse_retrieval(body.get("retrieval")),
+        persona=_persona(body),
+        explicit=frozenset(key for key in PERSONA_DEFAULTABLE if body.get(key) is not None),
     )
+
+
+PERSONA_DEFAULTABLE = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",
+                       "frequency_penalty")
+
+
+def _persona(body: dict[str, Any]) -> str | None:
+    persona = body.get("persona")
+    if persona is not None and (not isinstance(persona, str) or not persona):
+        raise invalid("Invalid type for 'persona': expected a non-empty string.", "persona", "invalid_type")
+    return persona
 

@@ -92,6 +92,7 @@ class Generator:
                                   tier=tier, prompt_chars=sum(len(m.content) for m in request.messages),
                                   max_tokens=request.max_tokens)
         entry, deployment = route.entry, route.deployment
+        request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
         template_messages = [m.as_template_dict() for m in request.messages]
         try:
             prompt_ids = deployment.tokenizer.encode(deployment.tokenizer.render(

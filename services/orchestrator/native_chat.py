@@ -14,6 +14,7 @@ from services.common.errors import ApiError, invalid
 from services.orchestrator.chat_request import ROLES, ChatMessage, ChatRequest
 from services.orchestrator.generate import Finished, Generator, TextDelta
 from services.orchestrator.openai_facade import request_id_of
+from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ def validate(request: ChatRequest) -> None:
 
 
 class NativeChat(chat_pb2_grpc.ChatServicer):
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: Generator, pipeline: ChatPipeline | None = None) -> None:
         self.generator = generator
+        self.pipeline = pipeline or ChatPipeline()  # input guard → (retrieve: not on this API yet) → output guard
 
     async def Generate(self, request: chat_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.GenerateResponse]:
@@ -68,14 +70,18 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
         try:
             chat = to_chat_request(request)
             validate(chat)
+            run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
+            chat = run.chat
             prepared = self.generator.prepare(chat, request_id=request_id)
+            run.apply(prepared)
         except ApiError as error:
             await context.abort(error.grpc_code, error.message)
             return
-        await context.send_initial_metadata((("x-request-id", request_id), *prepared.headers().items()))
+        await context.send_initial_metadata((("x-request-id", request_id), *prepared.headers().items(),
+                                             *run.headers().items()))
         yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, start=chat_pb2.GenerateResponse.Start(
             role="assistant", created=int(time.time())))
-        events = self.generator.run(prepared, request_id)
+        events = self.pipeline.guard(self.generator.run(prepared, request_id), run, prepared)
         try:
             async for event in events:
                 if isinstance(event, TextDelta):

@@ -24,6 +24,7 @@ from services.orchestrator.chat_request import ChatRequest, parse_chat_request, 
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
+from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
 from services.orchestrator.tools.runner import (
     ServerToolRan,
     ToolCallsReady,
@@ -69,11 +70,12 @@ async def error_response(context: grpc.aio.ServicerContext, request_id: str, err
 
 class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
-                 embeddings: EmbeddingsEndpoint | None = None) -> None:
+                 embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None) -> None:
         self.catalog = catalog
         self.generator = generator
         self.tools = tools or ToolRunner(generator)
         self.embeddings = embeddings
+        self.pipeline = pipeline or ChatPipeline()  # declared stages around generation (pipelines/stages.yaml)
 
     async def Embeddings(self, request: httpbody_pb2.HttpBody,
                          context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
@@ -106,24 +108,27 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         request_id = request_id_of(context)
         try:
             chat = parse_chat_request(parse_json_body(request.data))
+            run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
+            chat = run.chat  # input guard (redactions) and retrieve (passages) may have rewritten the messages
             prepared = self.tools.prepare(chat)
+            run.apply(prepared)
         except ApiError as error:
             yield await error_response(context, request_id, error)
             return
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        events = self.tools.run(chat, prepared, request_id)
+        events = self.pipeline.guard(self.tools.run(chat, prepared, request_id), run, prepared)  # output guard
         try:
             if chat.stream:
-                async for frame in self._stream(chat, prepared, completion_id, request_id, events, context):
+                async for frame in self._stream(chat, prepared, completion_id, request_id, events, context, run):
                     yield frame
             else:
-                yield await self._complete(chat, prepared, completion_id, request_id, events, context)
+                yield await self._complete(chat, prepared, completion_id, request_id, events, context, run)
         finally:
             await events.aclose()
 
     async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                        events: AsyncIterator[ToolRunEvent],
-                        context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+                        events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
+                        run: PipelineRun) -> httpbody_pb2.HttpBody:
         parts: list[str] = []
         extra: dict[str, Any] = {}
         server_tool_calls: list[dict[str, Any]] = []
@@ -144,7 +149,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         except Exception:
             log.exception("request %s failed", request_id)
             return await error_response(context, request_id, internal())
-        await _send_headers(context, request_id, extra=prepared.headers())
+        await _send_headers(context, request_id, extra={**prepared.headers(), **run.headers()})
         content: str | None = "".join(parts)
         if "tool_calls" in extra and not content.strip():
             content = None  # OpenAI: a tool-calling turn without text has null content
@@ -157,11 +162,13 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         }
         if server_tool_calls:
             payload["server_tool_calls"] = server_tool_calls  # extension: what the orchestrator ran (server_tools)
+        if run.citations is not None:
+            payload["citations"] = run.citations  # extension: the passages the retrieve stage put in the prompt
         return _json_body(payload)
 
     async def _stream(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                      events: AsyncIterator[ToolRunEvent],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
+                      events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
+                      run: PipelineRun) -> AsyncIterator[httpbody_pb2.HttpBody]:
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -183,7 +190,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             log.exception("request %s failed before its first token", request_id)
             yield await error_response(context, request_id, internal())
             return
-        await _send_headers(context, request_id, extra=prepared.headers())
+        await _send_headers(context, request_id, extra={**prepared.headers(), **run.headers()})
         yield _sse(chunk({"role": "assistant", "content": ""}))
         event: ToolRunEvent | None = first
         try:
@@ -202,7 +209,10 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 elif isinstance(event, ServerToolRan):
                     pass  # server-side rounds are not streamed; only the final answer is
                 else:
-                    yield _sse(chunk({}, event.reason))
+                    final = chunk({}, event.reason)
+                    if run.citations is not None:
+                        final["citations"] = run.citations  # extension: in the final chunk, as on the JSON answer
+                    yield _sse(final)
                     if chat.include_usage:
                         yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
                                     "model": chat.model, "system_fingerprint": None, "choices": [],

@@ -23,6 +23,7 @@ from services.orchestrator.generate import Generator
 from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
 from services.orchestrator.openai_facade import OpenAIFacade
+from services.orchestrator.pipeline.pipeline import ChatPipeline
 from services.orchestrator.response_cache import ResponseCache
 from services.orchestrator.routing import Router, load_routing_policy
 from services.orchestrator.tools.registry import builtin_registry
@@ -51,8 +52,10 @@ async def create_server(settings: Settings, address: str | None = None,
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     tools = ToolRunner(generator, builtin_registry())
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model
-    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator, tools, embeddings), server)
-    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator), server)
+    pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml
+    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator, tools, embeddings, pipeline),
+                                                 server)
+    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline), server)
     await asyncio.to_thread(migrate, settings.db_url)  # idempotent: an up-to-date database is left alone
     store = ConversationStore(create_db_engine(settings.db_url))
     conversations_pb2_grpc.add_ConversationsServicer_to_server(ConversationsService(store, generator), server)

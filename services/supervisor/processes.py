@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,8 +52,12 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        # Prefer util-linux's setpriv to set the parent-death signal: Python code in a forked child (preexec_fn) can
+        # deadlock or crash in a parent that runs gRPC threads (its fork handlers run in the child).
+        setpriv = shutil.which("setpriv")
+        command = [setpriv, "--pdeathsig", "TERM", "--", *self.command] if setpriv else self.command
+        self.popen = subprocess.Popen(command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, preexec_fn=None if setpriv else _die_with_parent)
         log.close()
 
     @property

@@ -50,6 +50,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_MODEL_DIR": str(settings.model_dir),
         "SLUICE_MODEL_NAME": settings.model_name,
         "SLUICE_CATALOG": str(settings.catalog_path),
+        "SLUICE_STAGES": str(settings.stages_path),
         "SLUICE_DATABASE_URL": settings.db_url,
     })
     return env

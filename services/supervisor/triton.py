@@ -54,6 +54,10 @@ def triton_command(settings: Settings, repository: Path, backends: Path) -> list
         "--allow-gpu-metrics=false",
         "--allow-cpu-metrics=true",
         "--disable-auto-complete-config",
+        # Explicit model control, everything loaded at start: operators (and the fault tests) can unload or reload
+        # one deployment without restarting the server.
+        "--model-control-mode=explicit",
+        "--load-model=*",
         "--exit-on-error=true",
         "--log-verbose=0",
         # A unique shared-memory prefix per server, so several servers (tests, replicas) can coexist.

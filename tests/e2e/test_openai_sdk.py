@@ -155,7 +155,9 @@ def test_sse_frames_arrive_incrementally(stack: Settings) -> None:
         for line in reply.iter_lines():
             if line.startswith("data: "):
                 arrivals.append(time.monotonic() - start)
-    assert len(arrivals) > 50
+    # The output guard (pipelines/stages.yaml) releases text once the safety service has classified it: every
+    # ~48 characters or at a sentence end, so 96 tokens arrive in a dozen or more frames, not one per token.
+    assert len(arrivals) > 10
     first, last = arrivals[0], arrivals[-1]
     # frames are flushed as tokens are generated, not buffered until the end
     assert last - first > 0.5 * last, (first, last)

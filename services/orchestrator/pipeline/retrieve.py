@@ -1,0 +1,132 @@
+"""The retrieve stage: search the requested collections for the latest user turn (through the retrieval service,
+as the caller's tenant), screen the passages with the input guard, and place the best ones that fit a token budget
+in the prompt as a system message with source ids. The response then cites them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+from services.orchestrator.chat_request import ChatMessage, ChatRequest
+from services.orchestrator.pipeline.input_guard import InputGuard
+from services.orchestrator.pipeline.stages import Stage, StageDown, run_stage
+
+log = logging.getLogger(__name__)
+
+TENANT_HEADER = "x-sluice-tenant"
+DEFAULT_TOKEN_BUDGET = 384
+INSTRUCTION = ("Answer the user's question using the passages below. Each passage starts with its source id in "
+               "brackets; say which source you used. If the passages do not contain the answer, say so.")
+SHORT_FOLLOW_UP_WORDS = 6  # a latest turn this short is searched together with the previous user turn
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    document_id: str
+    chunk_id: str
+    text: str
+    score: float
+
+    def citation(self) -> dict:
+        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": round(self.score, 6)}
+
+    def line(self) -> str:
+        return f"[{self.chunk_id}] {' '.join(self.text.split())}"
+
+
+def search_query(messages: list[ChatMessage]) -> str:
+    """The latest user turn, with the previous user turn as context when the latest is a short follow-up."""
+    users = [m.content for m in messages if m.role == "user" and m.content.strip()]
+    if not users:
+        return ""
+    latest = users[-1]
+    if len(latest.split()) < SHORT_FOLLOW_UP_WORDS and len(users) > 1:
+        return f"{users[-2]}\n{latest}"
+    return latest
+
+
+def context_message(passages: list[Passage]) -> ChatMessage:
+    return ChatMessage(role="system", content=INSTRUCTION + "\n\n" + "\n".join(p.line() for p in passages))
+
+
+def with_context(messages: list[ChatMessage], passages: list[Passage]) -> list[ChatMessage]:
+    """The passages as a system message placed right after the leading system messages."""
+    at = 0
+    while at < len(messages) and messages[at].role in ("system", "developer"):
+        at += 1
+    return [*messages[:at], context_message(passages), *messages[at:]]
+
+
+def fit_budget(passages: list[Passage], count_tokens: Callable[[str], int], budget: int) -> list[Passage]:
+    """The best passages (by score) whose lines fit in `budget` tokens together with the instruction; a passage
+    that does not fit is skipped (never cut), a smaller one after it may still fit."""
+    used = count_tokens(INSTRUCTION)
+    kept: list[Passage] = []
+    for passage in sorted(passages, key=lambda p: -p.score):
+        cost = count_tokens(passage.line() + "\n")
+        if used + cost <= budget:
+            kept.append(passage)
+            used += cost
+    return kept
+
+
+@dataclass(slots=True)
+class RetrievalResult:
+    chat: ChatRequest
+    citations: list[dict]
+
+
+class RetrieveStage:
+    def __init__(self, stage: Stage, stub: retrieval_pb2_grpc.RetrievalStub, screen: InputGuard | None = None,
+                 count_tokens: Callable[[str, str], int] | None = None) -> None:
+        self.stage = stage
+        self.stub = stub
+        self.screen = screen if stage.spec.options.get("screen_passages", True) else None
+        self.token_budget = int(stage.spec.options.get("token_budget", DEFAULT_TOKEN_BUDGET))
+        self.max_top_k = int(stage.spec.options.get("max_top_k", 20))
+        self.count_tokens = count_tokens or (lambda model, text: max(1, len(text) // 4))
+
+    async def _search(self, query: str, collections: tuple[str, ...], k: int,
+                      tenant: str) -> list[retrieval_pb2.Hit]:
+        metadata = ((TENANT_HEADER, tenant),)
+        replies = await asyncio.gather(*(
+            self.stub.Search(retrieval_pb2.SearchRequest(query=query, collection=name, k=k), metadata=metadata,
+                             timeout=self.stage.spec.timeout_s)
+            for name in collections))
+        return [hit for reply in replies for hit in reply.hits]
+
+    async def run(self, chat: ChatRequest, *, tenant: str, request_id: str, degraded: list[str]) -> RetrievalResult:
+        options = chat.retrieval
+        query = search_query(chat.messages)
+        if options is None or not query:
+            return RetrievalResult(chat, [])
+        k = min(options.top_k, self.max_top_k)
+        hits = await run_stage(self.stage, lambda: self._search(query, options.collections, k, tenant), degraded)
+        if not hits:  # down (fail open) or nothing found: answer without passages
+            return RetrievalResult(chat, [])
+        best: dict[str, Passage] = {}
+        for hit in hits:  # the same chunk from two collections cannot happen, but keep the best score if it does
+            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
+                best[hit.chunk_id] = Passage(hit.document_id, hit.chunk_id, hit.text, hit.score)
+        passages = sorted(best.values(), key=lambda p: -p.score)[:k]
+        if self.screen is not None:
+            try:
+                screened = await self.screen.screen([p.text for p in passages], tenant=tenant, request_id=request_id)
+            except StageDown as down:  # unscreened passages never reach the model
+                log.warning("request %s: passages could not be screened (%s); answering without them", request_id,
+                            down.reason)
+                if self.stage.name not in degraded:
+                    degraded.append(self.stage.name)
+                return RetrievalResult(chat, [])
+            passages = [dataclasses.replace(p, text=text) for p, text in zip(passages, screened, strict=True)
+                        if text is not None]
+        passages = fit_budget(passages, lambda text: self.count_tokens(chat.model, text), self.token_budget)
+        if not passages:
+            return RetrievalResult(chat, [])
+        grounded = dataclasses.replace(chat, messages=with_context(chat.messages, passages))
+        return RetrievalResult(grounded, [p.citation() for p in passages])
