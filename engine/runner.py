@@ -41,14 +41,55 @@ class KVPool:
 
 
 @dataclass(slots=True)
+class DecodeGroup:
+    """Decoding sequences of similar context length, attended together over their gathered contexts."""
+
+    rows: torch.Tensor  # [Bg] token rows
+    context: torch.Tensor  # [Bg * Lg] slots of their contexts, padded with slot 0
+    length: int  # Lg, the longest context in the group
+    mask: torch.Tensor | None  # [Bg, 1, 1, Lg] True where the slot is real; None when no padding
+
+
+# A decode group's longest context may be at most this much longer than its shortest: bounds the padding the
+# batched attention wastes when contexts of very different lengths decode together.
+GROUP_LENGTH_RATIO = 1.5
+
+
+def _decode_groups(rows: list[int], tables: list[list[int]], lengths: list[int], block_size: int,
+                   device: torch.device) -> list[DecodeGroup]:
+    order = sorted(range(len(rows)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[i] <= GROUP_LENGTH_RATIO * lengths[buckets[-1][0]]:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    groups = []
+    for bucket in buckets:
+        longest = max(lengths[i] for i in bucket)
+        widest = max(len(tables[i]) for i in bucket)
+        table = torch.zeros((len(bucket), widest), dtype=torch.long)
+        for j, i in enumerate(bucket):
+            table[j, :len(tables[i])] = torch.tensor(tables[i], dtype=torch.long)
+        pos = torch.arange(longest)
+        context = table[:, pos // block_size] * block_size + pos % block_size  # [Bg, Lg]
+        real = pos[None, :] < torch.tensor([lengths[i] for i in bucket], dtype=torch.long)[:, None]
+        padded = not bool(real.all())
+        context = torch.where(real, context, 0) if padded else context
+        groups.append(DecodeGroup(
+            rows=torch.tensor([rows[i] for i in bucket], dtype=torch.long, device=device),
+            context=context.reshape(-1).to(device), length=longest,
+            mask=real[:, None, None, :].to(device) if padded else None))
+    return groups
+
+
+@dataclass(slots=True)
 class AttentionPlan:
     """How one step's flattened tokens map onto sequences and KV slots."""
 
     slots: torch.Tensor  # [T] where each new token's K/V is written
     positions: torch.Tensor  # [T]
-    decode_rows: torch.Tensor  # [Bd] token rows of single-token sequences
-    decode_context: torch.Tensor  # [Bd, Lmax] slots of their contexts (padded with 0)
-    decode_mask: torch.Tensor  # [Bd, 1, 1, Lmax] True where the slot is real
+    decode_groups: list[DecodeGroup]  # single-token sequences, bucketed by context length
     prefills: list[tuple[int, int, torch.Tensor]]  # (first row, number of rows, context slots) per multi-token seq
     sample_rows: torch.Tensor  # [S] rows whose logits are sampled (the last token of sequences that reached the end)
 
@@ -80,21 +121,11 @@ def plan_attention(batch: ScheduledBatch, block_tables: list[list[int]], block_s
             prefills.append((row, n, (context_slots + context % block_size).to(device)))
         if end == seq.num_tokens:
             sample_rows.append(row + n - 1)
-    # Decodes: one padded [Bd, Lmax] matrix of context slots, built with tensor ops.
-    longest = max(decode_lengths, default=0)
-    widest = max((len(t) for t in decode_tables), default=0)
-    tables = torch.zeros((len(decode_tables), widest), dtype=torch.long)
-    for i, table in enumerate(decode_tables):
-        tables[i, :len(table)] = torch.tensor(table, dtype=torch.long)
-    pos = torch.arange(longest)
-    context = tables[:, pos // block_size] * block_size + pos % block_size  # [Bd, Lmax]
-    mask = pos[None, :] < torch.tensor(decode_lengths, dtype=torch.long)[:, None]  # [Bd, Lmax]
-    context = torch.where(mask, context, 0)
     plan = AttentionPlan(
         slots=torch.cat(slots).to(device) if slots else torch.empty(0, dtype=torch.long, device=device),
         positions=torch.cat(positions).to(device) if positions else torch.empty(0, dtype=torch.long, device=device),
-        decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=device),
-        decode_context=context.to(device), decode_mask=mask[:, None, None, :].to(device), prefills=prefills,
+        decode_groups=_decode_groups(decode_rows, decode_tables, decode_lengths, block_size, device),
+        prefills=prefills,
         sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device))
     return token_ids, plan
 
@@ -136,16 +167,18 @@ class ModelRunner:
         k_cache[plan.slots] = k.to(k_cache.dtype)
         v_cache[plan.slots] = v.to(v_cache.dtype)
         out = torch.empty_like(q)  # [T, H, Dh]
-        if plan.decode_rows.numel():
-            qd = q[plan.decode_rows][:, :, None, :]  # [Bd, H, 1, Dh]
-            kd = k_cache[plan.decode_context].to(q.dtype).transpose(1, 2)  # [Bd, KV, L, Dh]
-            vd = v_cache[plan.decode_context].to(q.dtype).transpose(1, 2)
-            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=plan.decode_mask, enable_gqa=True)
-            out[plan.decode_rows] = od[:, :, 0, :]
+        for group in plan.decode_groups:
+            b = group.rows.numel()
+            qd = q[group.rows][:, :, None, :]  # [Bg, H, 1, Dh]
+            shape = (b, group.length, self.n_kv, self.head_dim)
+            kd = k_cache.index_select(0, group.context).view(shape).to(q.dtype).transpose(1, 2)  # [Bg, KV, L, Dh]
+            vd = v_cache.index_select(0, group.context).view(shape).to(q.dtype).transpose(1, 2)
+            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=group.mask, enable_gqa=True)
+            out[group.rows] = od[:, :, 0, :]
         for row, n, context in plan.prefills:
             qp = q[row:row + n].transpose(0, 1)[None]  # [1, H, n, Dh]
-            kp = k_cache[context].to(q.dtype).transpose(0, 1)[None]  # [1, KV, L, Dh]
-            vp = v_cache[context].to(q.dtype).transpose(0, 1)[None]
+            kp = k_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]  # [1, KV, L, Dh]
+            vp = v_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]
             cached = context.numel() - n
             if cached == 0:
                 op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)
