@@ -69,6 +69,17 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.bench.overhead import run
+    from services.common.settings import Settings
+
+    print(json.dumps(run(Settings.from_env(), args.requests, Path(args.results)), indent=2))
+    return 0
+
+
 def _cmd_eval_safety(args: argparse.Namespace) -> int:
     from services.safety.evaluation import main
 
@@ -130,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
     eng.set_defaults(func=_cmd_bench_engine)
+
+    overhead = bench_sub.add_parser("overhead", help="TTFT added by the orchestrator and Envoy (needs `sluice up`)")
+    overhead.add_argument("--requests", type=int, default=50)
+    overhead.add_argument("--results", default="results/overhead")
+    overhead.set_defaults(func=_cmd_bench_overhead)
 
     safety = eval_sub.add_parser("safety", help="safety detectors: P/R/F1 per category, benign FPR, latency")
     safety.add_argument("--triton", default=None, help="score with Triton's safety_classifier at HOST:PORT "
