@@ -3,10 +3,8 @@ factory. Database migrations are applied at start."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
 from services.common.db import create_db_engine
+from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
 from services.orchestrator.catalog import load_catalog
 from services.orchestrator.conversations.service import ConversationsService
@@ -74,22 +73,15 @@ async def create_server(settings: Settings, address: str | None = None,
 async def serve(settings: Settings, grace_seconds: float) -> None:
     server, port, llm = await create_server(settings)
     log.info("orchestrator listening on %s:%d", settings.host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     log.info("shutting down: in-flight streams have %.0f s to finish", grace_seconds)
     await server.stop(grace_seconds)
     await llm.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Sluice orchestrator")
-    parser.add_argument("--grace", type=float, default=30.0, help="seconds in-flight streams get at shutdown")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(Settings.from_env(), args.grace))
+    run_service("Sluice orchestrator", serve, default_grace=30.0,
+                grace_help="seconds in-flight streams get at shutdown")
 
 
 if __name__ == "__main__":

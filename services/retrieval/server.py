@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
+from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
 from services.retrieval.embedding_client import EmbeddingClient
 from services.retrieval.embedding_model import counting_tokenizer
@@ -51,22 +50,15 @@ async def serve(settings: Settings, grace_seconds: float) -> None:
     server, port, store, embedder = await create_server(settings)
     log.info("retrieval listening on %s:%d (milvus %s)", settings.host, port,
              "server" if settings.milvus_uri else "lite")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await server.stop(grace_seconds)
     await embedder.close()
     await asyncio.to_thread(store.close)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Sluice retrieval service")
-    parser.add_argument("--grace", type=float, default=10.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(Settings.from_env(), args.grace))
+    run_service("Sluice retrieval service", serve, default_grace=10.0,
+                grace_help="seconds in-flight ingests and searches get at shutdown")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
+from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
 from services.safety.checker import check_messages
 from services.safety.classifier_client import Classifier, ClassifierUnavailable, TritonClassifier
@@ -95,21 +93,14 @@ async def create_server(settings: Settings, address: str | None = None, classifi
 async def serve(settings: Settings, grace_seconds: float) -> None:
     server, port, classifier = await create_server(settings)
     log.info("safety service listening on %s:%d", settings.host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await server.stop(grace_seconds)
     await classifier.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Sluice safety service")
-    parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight checks get at shutdown")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(Settings.from_env(), args.grace))
+    run_service("Sluice safety service", serve, default_grace=5.0,
+                grace_help="seconds in-flight checks get at shutdown")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class Stack:
 def banner(settings: Settings, seconds: float) -> str:
     base = settings.public_base_url
     return f"""
-Sluice is up ({seconds:.1f} s): Triton (CPU) + orchestrator + Envoy
+Sluice is up ({seconds:.1f} s): Triton (CPU), safety, retrieval, orchestrator and Envoy
   OpenAI-compatible API : {base}   (model: {settings.model_name})
   native gRPC (same port): {settings.host}:{settings.http_port}   service sluice.v1.Chat
   Triton                 : grpc {settings.triton_grpc_url}, metrics http://{settings.host}:{settings.triton_metrics_port}/metrics
