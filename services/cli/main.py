@@ -80,6 +80,18 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_served(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.bench.served import run
+    from services.common.settings import Settings
+
+    report = run(Settings.from_env(), args.concurrency, args.requests, args.output_tokens, Path(args.results))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_eval_safety(args: argparse.Namespace) -> int:
     from services.safety.evaluation import main
 
@@ -146,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     overhead.add_argument("--requests", type=int, default=50)
     overhead.add_argument("--results", default="results/overhead")
     overhead.set_defaults(func=_cmd_bench_overhead)
+
+    served = bench_sub.add_parser("served", help="the engine as Triton serves it: concurrent streams to the LLM slot")
+    served.add_argument("--concurrency", type=int, default=64)
+    served.add_argument("--requests", type=int, default=64)
+    served.add_argument("--output-tokens", type=int, default=128)
+    served.add_argument("--results", default="results/served")
+    served.set_defaults(func=_cmd_bench_served)
 
     safety = eval_sub.add_parser("safety", help="safety detectors: P/R/F1 per category, benign FPR, latency")
     safety.add_argument("--triton", default=None, help="score with Triton's safety_classifier at HOST:PORT "
