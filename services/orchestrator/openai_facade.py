@@ -25,6 +25,7 @@ from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
+from services.orchestrator.tools.retrieve_tool import request_tenant
 from services.orchestrator.tools.runner import (
     ServerToolRan,
     ToolCallsReady,
@@ -108,7 +109,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         request_id = request_id_of(context)
         try:
             chat = parse_chat_request(parse_json_body(request.data))
-            run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
+            tenant = tenant_of(context)
+            request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
+            run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
             chat = run.chat  # input guard (redactions) and retrieve (passages) may have rewritten the messages
             prepared = self.tools.prepare(chat)
             run.apply(prepared)

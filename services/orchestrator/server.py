@@ -49,7 +49,7 @@ async def create_server(settings: Settings, address: str | None = None,
                           cache=ResponseCache(max_entries=settings.response_cache_entries,
                                               ttl_s=settings.response_cache_ttl_s))
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
-    tools = ToolRunner(generator, builtin_registry())
+    tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model
     pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml
     openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator, tools, embeddings, pipeline),

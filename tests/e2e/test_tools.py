@@ -132,3 +132,72 @@ def test_bad_tool_requests_are_400s(client: openai.OpenAI, stack: Settings, extr
         create(client, stack, ASK, **extra)
     assert info.value.status_code == 400
     assert info.value.body["param"] == param
+
+
+
+RAG_TENANT = "tenant-tools"
+
+
+@pytest.fixture(scope="module")
+def manuals(stack: Settings) -> str:
+    """One small document in the `manuals` collection of RAG_TENANT."""
+    import grpc
+    from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    with grpc.insecure_channel(stack.retrieval_url) as channel:
+        summary = retrieval_pb2_grpc.RetrievalStub(channel).Ingest(iter([
+            retrieval_pb2.Document(id="kettle.md", collection="manuals",
+                                   text="Descale the Aurora kettle every six weeks with citric acid.")]),
+            metadata=(("x-sluice-tenant", RAG_TENANT),), timeout=60)
+    assert summary.documents == 1
+    return "manuals"
+
+
+def test_server_side_retrieve_is_offered_and_forced_through_envoy(client: openai.OpenAI, stack: Settings,
+                                                                 manuals: str) -> None:
+    reply = create(client, stack, [{"role": "user", "content": "How often should I descale the Aurora kettle?"}],
+                   extra_body={"server_tools": ["retrieve"]}, extra_headers={"x-sluice-tenant": RAG_TENANT},
+                   tool_choice={"type": "function", "function": {"name": "retrieve"}})
+    message = reply.choices[0].message
+    ran = reply.model_extra.get("server_tool_calls") or []
+    if ran:  # a model that writes valid `retrieve` arguments: the tool ran against this tenant's collection
+        assert ran[0]["function"]["name"] == "retrieve"
+        if json.loads(ran[0]["function"]["arguments"])["collection"] == manuals:
+            assert ran[0]["error"] is None and "[kettle.md#" in ran[0]["output"]
+    else:  # the demo model was never trained on `retrieve`: the forced call starts right, its arguments do not
+        (rejected,) = message.model_extra["invalid_tool_calls"]
+        assert rejected["raw"].startswith('{"name": "retrieve"')
+
+
+def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings, manuals: str) -> None:
+    """The runner with a scripted model call and the server's registry: the real Search RPC, as the tenant."""
+    import asyncio
+
+    from services.orchestrator.chat_request import parse_chat_request
+    from services.orchestrator.tools.registry import builtin_registry
+    from services.orchestrator.tools.retrieve_tool import request_tenant
+    from services.orchestrator.tools.runner import ServerToolRan, ToolRunner
+    from tests.unit.test_tool_runner import ScriptedGenerator
+
+    call = json.dumps({"name": "retrieve", "arguments": {"query": "descale the kettle", "collection": manuals}})
+
+    def ask(tenant: str) -> ServerToolRan:
+        generator = ScriptedGenerator([call[30:] + "</tool_call>"], ["Every six weeks."])
+        runner = ToolRunner(generator, builtin_registry(stack.retrieval_url))  # type: ignore[arg-type]
+        chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "Descale?"}],
+                                   "server_tools": ["retrieve"],
+                                   "tool_choice": {"type": "function", "function": {"name": "retrieve"}}})
+
+        async def collect() -> list:
+            request_tenant.set(tenant)
+            return [event async for event in runner.run(chat, runner.prepare(chat), "req")]
+
+        events = asyncio.run(collect())
+        (ran,) = [e for e in events if isinstance(e, ServerToolRan)]
+        assert generator.rounds[1]["messages"][-1]["role"] == "tool"
+        return ran
+
+    ran = ask(RAG_TENANT)
+    assert ran.call.name == "retrieve" and ran.result.ok
+    assert ran.result.output.startswith("[kettle.md#") and "six weeks" in ran.result.output
+    assert ask("someone-else").result.output == "no passages found"  # another tenant sees nothing

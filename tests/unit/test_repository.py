@@ -23,7 +23,9 @@ TRTLLM_OUTPUTS = {"output_ids", "sequence_length"}
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     model_dir = tmp_path_factory.mktemp("checkpoint")
-    return Settings(run_dir=tmp_path_factory.mktemp("run"), model_dir=model_dir, max_batch_size=8)
+    # No catalog: exactly one LLM slot (the catalog's extra deployments are covered by the test at the end).
+    return Settings(run_dir=tmp_path_factory.mktemp("run"), model_dir=model_dir, max_batch_size=8,
+                    catalog_path=model_dir / "no-catalog.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +155,34 @@ def test_settings_reject_duplicate_ports() -> None:
 def test_settings_accept_edge_ports() -> None:
     settings = Settings(http_port=1, envoy_admin_port=65535)
     assert (settings.http_port, settings.envoy_admin_port) == (1, 65535)
+
+
+def test_every_catalog_deployment_gets_its_own_llm_slot(tmp_path: Path) -> None:
+    checkpoints = {}
+    for name in ("big", "small"):
+        checkpoints[name] = tmp_path / name
+        checkpoints[name].mkdir()
+        (checkpoints[name] / "config.json").write_text("{}")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"""
+deployments:
+  big-v1: {{triton_model: tensorrt_llm, checkpoint: {checkpoints["big"]}}}
+  small-v1: {{triton_model: tensorrt_llm_small, checkpoint: {checkpoints["small"]}}}
+  absent-v1: {{triton_model: tensorrt_llm_absent, checkpoint: {tmp_path / "missing"}}}
+models:
+  big: {{deployments: {{big-v1: 100}}}}
+  small: {{deployments: {{small-v1: 100}}}}
+""")
+    settings = Settings(run_dir=tmp_path / "run", model_dir=checkpoints["big"], catalog_path=catalog,
+                        model_name="big")
+    repo = render_repository(settings, out_dir=tmp_path / "repo")
+    slots = {}
+    for name in ("tensorrt_llm", "tensorrt_llm_small"):
+        config = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert config.name == name and config.model_transaction_policy.decoupled
+        assert (repo / name / "1" / "model.py").read_bytes() == (TEMPLATE_ROOT / "tensorrt_llm" / "1" /
+                                                                  "model.py").read_bytes()
+        slots[name] = config.parameters["checkpoint_dir"].string_value
+    assert slots == {"tensorrt_llm": str(checkpoints["big"].resolve()),
+                     "tensorrt_llm_small": str(checkpoints["small"].resolve())}
+    assert not (repo / "tensorrt_llm_absent").exists()  # a deployment without its checkpoint is not served

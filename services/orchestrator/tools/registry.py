@@ -15,6 +15,7 @@ from typing import Any
 
 from services.common.circuit_breaker import CircuitBreaker
 from services.orchestrator.tools import builtin
+from services.orchestrator.tools.retrieve_tool import RETRIEVE, RetrieveTool
 from services.orchestrator.tools.spec import ToolSpec
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,13 @@ class ToolRegistry:
         return sorted(self._tools)
 
 
-def builtin_registry() -> ToolRegistry:
-    return ToolRegistry([
+def builtin_registry(retrieval_address: str | None = None) -> ToolRegistry:
+    """`retrieve` is registered only when a retrieval service address is given."""
+    tools = [
         ServerTool(builtin.CALCULATOR, builtin.calculator, timeout_s=1.0, max_concurrency=16),
         ServerTool(builtin.CURRENT_TIME, builtin.current_time, timeout_s=1.0, max_concurrency=16),
-    ])
+    ]
+    if retrieval_address:
+        tools.append(ServerTool(RETRIEVE, RetrieveTool(retrieval_address, timeout_s=4.5), timeout_s=5.0,
+                                max_concurrency=8))
+    return ToolRegistry(tools)
