@@ -182,7 +182,7 @@ def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings
     call = json.dumps({"name": "retrieve", "arguments": {"query": "descale the kettle", "collection": manuals}})
 
     def ask(tenant: str) -> ServerToolRan:
-        generator = ScriptedGenerator([call[30:] + "</tool_call>"], ["Every six weeks."])
+        generator = ScriptedGenerator([call[33:] + "</tool_call>"], ["Every six weeks."])
         runner = ToolRunner(generator, builtin_registry(stack.retrieval_url))  # type: ignore[arg-type]
         chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "Descale?"}],
                                    "server_tools": ["retrieve"],
