@@ -193,7 +193,9 @@ def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings
             return [event async for event in runner.run(chat, runner.prepare(chat), "req")]
 
         events = asyncio.run(collect())
-        (ran,) = [e for e in events if isinstance(e, ServerToolRan)]
+        ran_events = [e for e in events if isinstance(e, ServerToolRan)]
+        assert len(ran_events) == 1, events
+        (ran,) = ran_events
         assert generator.rounds[1]["messages"][-1]["role"] == "tool"
         return ran
 
