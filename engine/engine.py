@@ -102,10 +102,12 @@ class Engine:
                 seq = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if seq is None:
-                continue
-            self._live[seq.request_id] = seq
-            self.scheduler.add(seq)
+            if seq is not None:
+                self._admit(seq)
+
+    def _admit(self, seq: Sequence) -> None:
+        self._live[seq.request_id] = seq
+        self.scheduler.add(seq)
 
     def _drop_cancelled(self) -> None:
         for seq in list(self._live.values()):
@@ -213,8 +215,7 @@ class Engine:
                     self._drop_cancelled()
                     continue
                 if item is not None:
-                    self._live[item.request_id] = item
-                    self.scheduler.add(item)
+                    self._admit(item)
             self.step()
         for seq in list(self._live.values()):
             self._finish(seq, FinishReason.CANCELLED, [])

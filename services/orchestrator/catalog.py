@@ -106,14 +106,6 @@ class ModelCatalog:
         return list(seen.values())
 
     @classmethod
-    def from_file(cls, path: Path, *, checkpoint_override: Path | None = None,
-                  primary_name: str | None = None) -> ModelCatalog:
-        """Loads the catalog YAML. `checkpoint_override` replaces the checkpoint of the deployment behind
-        `primary_name` (how SLUICE_MODEL_DIR points the default model at another checkpoint)."""
-        raw = yaml.safe_load(path.read_text()) or {}
-        return cls.from_dict(raw, checkpoint_override=checkpoint_override, primary_name=primary_name)
-
-    @classmethod
     def from_dict(cls, raw: dict[str, Any], *, base: Path = REPO_ROOT, checkpoint_override: Path | None = None,
                   primary_name: str | None = None) -> ModelCatalog:
         models = raw.get("models") or {}

@@ -18,8 +18,21 @@ from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
 
 log = logging.getLogger(__name__)
 
-_FINISH = {"stop": chat_pb2.FINISH_REASON_STOP, "length": chat_pb2.FINISH_REASON_LENGTH,
+FINISH_REASONS = {"stop": chat_pb2.FINISH_REASON_STOP, "length": chat_pb2.FINISH_REASON_LENGTH,
            "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER, "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS}
+
+
+def delta_response(response_id: str, model: str, event: TextDelta) -> chat_pb2.GenerateResponse:
+    delta = chat_pb2.GenerateResponse.Delta(content=event.text, token_count=event.token_count)
+    return chat_pb2.GenerateResponse(id=response_id, model=model, delta=delta)
+
+
+def finish_response(response_id: str, model: str, event: Finished) -> chat_pb2.GenerateResponse:
+    usage = chat_pb2.Usage(prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
+                           total_tokens=event.usage.total_tokens,
+                           cached_prompt_tokens=event.usage.cached_prompt_tokens)
+    finish = chat_pb2.GenerateResponse.Finish(reason=FINISH_REASONS[event.reason], usage=usage)
+    return chat_pb2.GenerateResponse(id=response_id, model=model, finish=finish)
 
 
 def to_chat_request(request: chat_pb2.GenerateRequest) -> ChatRequest:
@@ -86,15 +99,9 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
             async for event in events:
                 if isinstance(event, TextDelta):
                     if event.text or event.token_count:
-                        delta = chat_pb2.GenerateResponse.Delta(content=event.text, token_count=event.token_count)
-                        yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, delta=delta)
+                        yield delta_response(response_id, chat.model, event)
                 elif isinstance(event, Finished):
-                    usage = chat_pb2.Usage(prompt_tokens=event.usage.prompt_tokens,
-                                           completion_tokens=event.usage.completion_tokens,
-                                           total_tokens=event.usage.total_tokens,
-                                           cached_prompt_tokens=event.usage.cached_prompt_tokens)
-                    finish = chat_pb2.GenerateResponse.Finish(reason=_FINISH[event.reason], usage=usage)
-                    yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, finish=finish)
+                    yield finish_response(response_id, chat.model, event)
         except ApiError as error:
             await context.abort(error.grpc_code, error.message)
         finally:

@@ -24,7 +24,13 @@ from services.common.errors import ApiError, internal, invalid
 from services.orchestrator.conversations.context import fit_context
 from services.orchestrator.conversations.store import Conversation, ConversationStore, StoredMessage
 from services.orchestrator.generate import Finished, Generator, TextDelta
-from services.orchestrator.native_chat import _FINISH, to_chat_request, validate
+from services.orchestrator.native_chat import (
+    FINISH_REASONS,
+    delta_response,
+    finish_response,
+    to_chat_request,
+    validate,
+)
 from services.orchestrator.openai_facade import request_id_of
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,7 @@ def _message_pb(message: StoredMessage) -> conversations_pb2.ConversationMessage
     pb = conversations_pb2.ConversationMessage(
         id=message.id, position=message.position, role=message.role, content=message.content,
         status=_STATUS[message.status], created=int(message.created_at.timestamp()),
-        finish_reason=_FINISH.get(message.finish_reason or "", chat_pb2.FINISH_REASON_UNSPECIFIED))
+        finish_reason=FINISH_REASONS.get(message.finish_reason or "", chat_pb2.FINISH_REASON_UNSPECIFIED))
     if message.prompt_tokens is not None:
         pb.prompt_tokens = message.prompt_tokens
     if message.completion_tokens is not None:
@@ -163,18 +169,12 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                     reply.parts.append(event.text)
                     reply.completion_tokens += event.token_count
                     if event.text or event.token_count:
-                        delta = chat_pb2.GenerateResponse.Delta(content=event.text, token_count=event.token_count)
-                        yield chat_pb2.GenerateResponse(id=response_id, model=model, delta=delta)
+                        yield delta_response(response_id, model, event)
                 elif isinstance(event, Finished):
                     # Stored before the finish event goes out: a client that saw the finish can read the message.
                     await self._save(tenant, conversation.id, reply, "complete", event.usage.prompt_tokens,
                                      event.usage.completion_tokens, event.reason)
-                    usage = chat_pb2.Usage(prompt_tokens=event.usage.prompt_tokens,
-                                           completion_tokens=event.usage.completion_tokens,
-                                           total_tokens=event.usage.total_tokens,
-                                           cached_prompt_tokens=event.usage.cached_prompt_tokens)
-                    finish = chat_pb2.GenerateResponse.Finish(reason=_FINISH[event.reason], usage=usage)
-                    yield chat_pb2.GenerateResponse(id=response_id, model=model, finish=finish)
+                    yield finish_response(response_id, model, event)
         except ApiError as error:
             await self._save(tenant, conversation.id, reply, "incomplete", len(prepared.prompt_ids),
                              reply.completion_tokens, None)
