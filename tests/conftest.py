@@ -53,3 +53,10 @@ def demo_tokenizer():
     from engine.tokenizer import ChatTokenizer
 
     return ChatTokenizer.from_pretrained(DEMO_MODEL)
+
+
+@pytest.fixture(scope="session")
+def api_key(stack: Settings) -> str:
+    """An enterprise-tier key of the tenant `test`: what clients send as `Authorization: Bearer <key>` (HTTP) or
+    `authorization` metadata (native gRPC)."""
+    return "unused"  # replaced by a real key once the tenancy layer lands (issue 5)
