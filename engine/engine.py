@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from engine.runner import KVPool, ModelRunner, kv_bytes_per_block
 from engine.sampling import hits_stop_sequence, sample_next
 from engine.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from engine.sequence import Sequence
+
+STOP_REQUEST_TTL_S = 60.0  # a stop for a request that never arrives is forgotten after this
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class Engine:
         self._salt = config.cache_salt.encode()
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._live: dict[str, Sequence] = {}
+        self._stop_requests: dict[str, float] = {}  # request id → when a stop was asked (may precede admission)
+        self._stop_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._steps = self._cancellations = 0
@@ -109,9 +114,23 @@ class Engine:
         self._live[seq.request_id] = seq
         self.scheduler.add(seq)
 
+    def cancel(self, request_id: str) -> None:
+        """Thread-safe: ends the request at the next step (a request still queued is dropped when it arrives)."""
+        now = time.monotonic()
+        with self._stop_lock:
+            self._stop_requests[request_id] = now
+            for stale in [rid for rid, at in self._stop_requests.items() if now - at > STOP_REQUEST_TTL_S]:
+                del self._stop_requests[stale]
+        self.wake()
+
+    def _stop_asked(self, request_id: str) -> bool:
+        with self._stop_lock:
+            return self._stop_requests.pop(request_id, None) is not None
+
     def _drop_cancelled(self) -> None:
         for seq in list(self._live.values()):
-            if seq.sink is not None and seq.sink.is_cancelled():
+            if (seq.sink is not None and seq.sink.is_cancelled()) or (self._stop_requests and
+                                                                      self._stop_asked(seq.request_id)):
                 self._cancellations += 1
                 self._finish(seq, FinishReason.CANCELLED, [])
 

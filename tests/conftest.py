@@ -56,7 +56,25 @@ def demo_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def api_key(stack: Settings) -> str:
+def tenant_keys(stack: Settings):
+    """Creates an API key for a tenant (the tenant too, on first use): `tenant_keys("acme", "free")`."""
+    from services.common.db import create_db_engine
+    from services.orchestrator.tenancy.store import TenantStore
+
+    engine = create_db_engine(stack.db_url)
+    store = TenantStore(engine)
+
+    def create(tenant: str, tier: str | None = None, **limits: int) -> str:
+        from services.orchestrator.tenancy.tiers import Limits
+
+        return store.create_key(tenant, tier=tier, name="tests", limits=Limits(**limits)).plaintext
+
+    yield create
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def api_key(tenant_keys) -> str:
     """An enterprise-tier key of the tenant `test`: what clients send as `Authorization: Bearer <key>` (HTTP) or
     `authorization` metadata (native gRPC)."""
-    return "unused"  # replaced by a real key once the tenancy layer lands (issue 5)
+    return tenant_keys("test", "enterprise")

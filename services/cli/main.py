@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default=None, help="output folder (default: <run dir>/model_repository)")
     render.set_defaults(func=_cmd_repo_render)
 
+    from services.cli import tenancy
+
+    tenancy.register(sub)  # tenants, keys, usage, audit, users, purge
+
     up = sub.add_parser("up", help="start Triton, the orchestrator and Envoy")
     up.add_argument("--detach", action="store_true", help="start in the background and return when ready")
     up.set_defaults(func=_cmd_up)

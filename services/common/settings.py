@@ -42,6 +42,9 @@ class Settings:
     retrieval_port: int = 50052
     safety_port: int = 50053  # the safety service (gRPC), called by the orchestrator's guard stages
     milvus_uri: str | None = None  # SLUICE_MILVUS_URI (a Milvus server); None means Milvus Lite <run_dir>/milvus.db
+    redis_url: str | None = None  # SLUICE_REDIS_URL: rate limits shared by replicas in Redis; None: in-process
+    auth_cache_s: float = 5.0  # how long an authentication result is reused (a revoked key works at most this long)
+    tiers_path: Path = field(default_factory=lambda: REPO_ROOT / "config" / "tiers.yaml")
 
     def __post_init__(self) -> None:
         ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
@@ -73,6 +76,8 @@ class Settings:
             "retrieval_port": _env_int("SLUICE_RETRIEVAL_PORT", base.retrieval_port),
             "safety_port": _env_int("SLUICE_SAFETY_PORT", base.safety_port),
             "milvus_uri": os.environ.get("SLUICE_MILVUS_URI") or None,
+            "redis_url": os.environ.get("SLUICE_REDIS_URL") or None,
+            "tiers_path": Path(os.environ.get("SLUICE_TIERS", base.tiers_path)),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from google.api import httpbody_pb2
 
 from services.common.errors import ApiError, internal, invalid, model_not_found, unavailable
 from services.orchestrator.chat_request import parse_json_body
+from services.orchestrator.tenancy.metering import RequestMeter, UnmeteredRequest
 from services.retrieval.embedding_client import EmbedderUnavailable, EmbeddingClient
 from services.retrieval.embedding_model import DIMENSIONS, MODEL_NAME
 
@@ -36,6 +38,12 @@ def model_card() -> dict[str, Any]:
 class EmbeddingsRequest:
     texts: list[str]
     encoding_format: str
+
+
+def estimated_tokens(texts: list[str]) -> int:
+    """An upper bound of the WordPiece tokens, reserved at admission (the exact count is known after embedding):
+    at most one token per character, plus [CLS] and [SEP]."""
+    return sum(min(len(text), 512) + 2 for text in texts)
 
 
 def parse_embeddings_request(body: dict[str, Any]) -> EmbeddingsRequest:
@@ -87,27 +95,36 @@ class EmbeddingsEndpoint:
     def __init__(self, client: EmbeddingClient) -> None:
         self.client = client
 
-    async def handle(self, request: httpbody_pb2.HttpBody, request_id: str) -> tuple[int, dict[str, Any]]:
-        """Returns (HTTP status, JSON body); errors are already in OpenAI's shape."""
+    async def handle(self, request: httpbody_pb2.HttpBody, request_id: str,
+                     meter: RequestMeter | None = None) -> tuple[int, dict[str, Any], float | None]:
+        """Returns (HTTP status, JSON body, seconds to retry after); errors are already in OpenAI's shape. The
+        meter admits the request (reserving an upper bound of its tokens) and is told the exact count afterwards."""
+        meter = meter or UnmeteredRequest()
         try:
             parsed = parse_embeddings_request(parse_json_body(request.data))
+            await meter.admit(MODEL_NAME, estimated_tokens(parsed.texts), 0)
             result = await self.client.embed(parsed.texts)
         except ApiError as error:
-            return error.status, error.body()
+            meter.fail(error.status)
+            return error.status, error.body(), error.retry_after
         except EmbedderUnavailable as exc:
             log.warning("request %s: %s", request_id, exc)
-            return 503, unavailable("The embedding model is unavailable; retry shortly.").body()
+            meter.fail(503)
+            return 503, unavailable("The embedding model is unavailable; retry shortly.").body(), 1.0
         except Exception:
             log.exception("request %s failed", request_id)
-            return 500, internal().body()
-        return 200, embeddings_payload(result.vectors, result.num_tokens, parsed.encoding_format)
+            meter.fail(500)
+            return 500, internal().body(), None
+        meter.account.prompt_tokens = int(result.num_tokens.sum())
+        return 200, embeddings_payload(result.vectors, result.num_tokens, parsed.encoding_format), None
 
     async def respond(self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext,
-                      request_id: str) -> httpbody_pb2.HttpBody:
-        status, body = await self.handle(request, request_id)
-        headers = {"x-request-id": request_id, "x-http-status": str(status)}
-        if status == 503:
-            headers["retry-after"] = "1"
+                      request_id: str, meter: RequestMeter | None = None) -> httpbody_pb2.HttpBody:
+        meter = meter or UnmeteredRequest()
+        status, body, retry_after = await self.handle(request, request_id, meter)
+        headers = {"x-request-id": request_id, "x-http-status": str(status), **await meter.headers()}
+        if retry_after:
+            headers["retry-after"] = str(math.ceil(retry_after))
         await context.send_initial_metadata(tuple(headers.items()))
         return httpbody_pb2.HttpBody(content_type="application/json",
                                      data=json.dumps(body, separators=(",", ":")).encode())

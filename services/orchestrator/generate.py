@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from engine.tokenizer import ChatTemplateError
 from services.common.errors import ApiError, invalid
+from services.orchestrator.accounting import current_account
 from services.orchestrator.catalog import ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
 from services.orchestrator.routing import RouteDecision, Router
 from services.orchestrator.stop_strings import StopStringMatcher
-from services.orchestrator.triton_llm import LLMChunk, LLMParams, TritonLLM
+from services.orchestrator.triton_llm import LLMChunk, LLMParams, TokenTally, TritonLLM
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,14 @@ class Generator:
         usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
         detok = prepared.entry.tokenizer.detokenizer(keep_special=TOOL_MARKUP if prepared.tool_markup else ())
         stops = StopStringMatcher(prepared.stops)
-        tokens = self._stream_with_fallback(prepared, request_id)
+        tally = TokenTally()
+        account = current_account.get()
+        tokens = self._stream_with_fallback(prepared, request_id, tally)
         stopped = False
         try:
             async for chunk in tokens:
+                if account is not None:
+                    account.first_token()
                 usage.prompt_tokens = len(prepared.prompt_ids)
                 usage.completion_tokens += len(chunk.token_ids)
                 usage.cached_prompt_tokens = chunk.cached_prompt_tokens
@@ -166,7 +171,12 @@ class Generator:
                 if stopped:
                     break
         finally:
-            await tokens.aclose()  # cancels the Triton request if it is still running
+            await tokens.aclose()  # stops the Triton request if it is still running and drains its last tokens
+            usage.completion_tokens = tally.received  # what the engine produced, drained tokens included
+            if account is not None:
+                deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
+                account.add_round(prompt=len(prepared.prompt_ids), completion=tally.received,
+                                  cached=tally.cached_prompt_tokens, deployment=deployment)
         if not stopped:
             tail, stopped = stops.feed(detok.flush())
             tail += "" if stopped else stops.flush()
@@ -175,7 +185,8 @@ class Generator:
         length = not stopped and usage.completion_tokens >= prepared.params.max_tokens
         yield Finished("length" if length else "stop", usage)
 
-    async def _stream_with_fallback(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[LLMChunk]:
+    async def _stream_with_fallback(self, prepared: PreparedGeneration, request_id: str,
+                                    tally: TokenTally) -> AsyncIterator[LLMChunk]:
         """Streams from the routed deployment, reporting its health to the router. If it fails before producing
         anything, the request moves to the model's fallback (re-tokenised for it) and `prepared.route` says so."""
         while True:
@@ -185,7 +196,7 @@ class Generator:
                 self.router.started(deployment)
             started, first_token_s, ok = time.monotonic(), None, False
             tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
-                                     model_name=deployment.triton_model if deployment else None)
+                                     model_name=deployment.triton_model if deployment else None, tally=tally)
             try:
                 async for chunk in tokens:
                     if first_token_s is None:

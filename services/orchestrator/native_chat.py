@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +17,8 @@ from services.orchestrator.chat_request import ROLES, ChatMessage, ChatRequest
 from services.orchestrator.generate import Finished, Generator, TextDelta
 from services.orchestrator.openai_facade import request_id_of
 from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
+from services.orchestrator.tenancy.metering import Metering, begin_request
+from services.orchestrator.tenancy.principal import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -72,37 +76,64 @@ def validate(request: ChatRequest) -> None:
 
 
 class NativeChat(chat_pb2_grpc.ChatServicer):
-    def __init__(self, generator: Generator, pipeline: ChatPipeline | None = None) -> None:
+    def __init__(self, generator: Generator, pipeline: ChatPipeline | None = None,
+                 metering: Metering | None = None) -> None:
         self.generator = generator
+        self.metering = metering
         self.pipeline = pipeline or ChatPipeline()  # input guard → (retrieve: not on this API yet) → output guard
 
     async def Generate(self, request: chat_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.GenerateResponse]:
         request_id = request_id_of(context)
         response_id = f"gen-{uuid.uuid4().hex}"
+        meter = begin_request(self.metering, current_principal.get(), endpoint="chat.generate",
+                              request_id=request_id)
+        meter.activate()
+        events = None
         try:
-            chat = to_chat_request(request)
-            validate(chat)
-            run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
-            chat = run.chat
-            prepared = self.generator.prepare(chat, request_id=request_id)
-            run.apply(prepared)
-        except ApiError as error:
-            await context.abort(error.grpc_code, error.message)
-            return
-        await context.send_initial_metadata((("x-request-id", request_id), *prepared.headers().items(),
-                                             *run.headers().items()))
-        yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, start=chat_pb2.GenerateResponse.Start(
-            role="assistant", created=int(time.time())))
-        events = self.pipeline.guard(self.generator.run(prepared, request_id), run, prepared)
-        try:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    if event.text or event.token_count:
-                        yield delta_response(response_id, chat.model, event)
-                elif isinstance(event, Finished):
-                    yield finish_response(response_id, chat.model, event)
-        except ApiError as error:
-            await context.abort(error.grpc_code, error.message)
+            try:
+                chat = to_chat_request(request)
+                meter.model, meter.user = chat.model, chat.user
+                validate(chat)
+                run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
+                chat = run.chat
+                prepared = self.generator.prepare(chat, request_id=request_id)
+                run.apply(prepared)
+                prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
+                                                             prepared.params.max_tokens)
+            except ApiError as error:
+                meter.fail(error.status)
+                await abort(context, error, await meter.headers())
+                return
+            await context.send_initial_metadata((("x-request-id", request_id), *prepared.headers().items(),
+                                                 *run.headers().items(), *meter.rate_limit_headers.items()))
+            yield chat_pb2.GenerateResponse(id=response_id, model=chat.model, start=chat_pb2.GenerateResponse.Start(
+                role="assistant", created=int(time.time())))
+            events = self.pipeline.guard(self.generator.run(prepared, request_id), run, prepared)
+            try:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        if event.text or event.token_count:
+                            yield delta_response(response_id, chat.model, event)
+                    elif isinstance(event, Finished):
+                        yield finish_response(response_id, chat.model, event)
+            except ApiError as error:
+                meter.fail(error.status)
+                await abort(context, error)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
         finally:
-            await events.aclose()
+            if events is not None:
+                await events.aclose()
+            await meter.finish()
+
+
+async def abort(context: grpc.aio.ServicerContext, error: ApiError, headers: dict[str, str] | None = None) -> None:
+    """Ends the call with the error's gRPC status; limits and Retry-After travel as trailing metadata."""
+    trailers = dict(headers or {})
+    if error.retry_after:
+        trailers["retry-after"] = str(math.ceil(error.retry_after))
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers.items()))
+    await context.abort(error.grpc_code, error.message)

@@ -6,8 +6,10 @@ errors reach OpenAI SDKs in OpenAI's shape and status codes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +27,8 @@ from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
+from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
+from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.tools.retrieve_tool import request_tenant
 from services.orchestrator.tools.runner import (
     ServerToolRan,
@@ -63,16 +67,21 @@ async def _send_headers(context: grpc.aio.ServicerContext, request_id: str, stat
     await context.send_initial_metadata(tuple(headers.items()))
 
 
-async def error_response(context: grpc.aio.ServicerContext, request_id: str, error: ApiError) -> httpbody_pb2.HttpBody:
-    extra = {"retry-after": str(int(error.retry_after + 0.999))} if error.retry_after else {}
+async def error_response(context: grpc.aio.ServicerContext, request_id: str, error: ApiError,
+                         headers: dict[str, str] | None = None) -> httpbody_pb2.HttpBody:
+    extra = dict(headers or {})
+    if error.retry_after:
+        extra["retry-after"] = str(math.ceil(error.retry_after))
     await _send_headers(context, request_id, error.status, extra)
     return _json_body(error.body())
 
 
 class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
-                 embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None) -> None:
+                 embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None,
+                 metering: Metering | None = None) -> None:
         self.catalog = catalog
+        self.metering = metering  # limits, quotas and usage records per API key (None: not metered)
         self.generator = generator
         self.tools = tools or ToolRunner(generator)
         self.embeddings = embeddings
@@ -80,9 +89,17 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
 
     async def Embeddings(self, request: httpbody_pb2.HttpBody,
                          context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        request_id = request_id_of(context)
         if self.embeddings is None:
-            return await error_response(context, request_id_of(context), model_not_found(EMBEDDING_MODEL))
-        return await self.embeddings.respond(request, context, request_id_of(context))
+            return await error_response(context, request_id, model_not_found(EMBEDDING_MODEL))
+        meter = begin_request(self.metering, current_principal.get(), endpoint="embeddings", request_id=request_id)
+        try:
+            return await self.embeddings.respond(request, context, request_id, meter)
+        except asyncio.CancelledError:
+            meter.cancelled = True
+            raise
+        finally:
+            await meter.finish()
 
     async def ListModels(self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         await _send_headers(context, request_id_of(context))
@@ -107,31 +124,47 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     async def ChatCompletions(self, request: httpbody_pb2.HttpBody,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
         request_id = request_id_of(context)
+        meter = begin_request(self.metering, current_principal.get(), endpoint="chat.completions",
+                              request_id=request_id)
+        meter.activate()  # every generation round below counts its tokens into this request's usage
+        events: AsyncIterator[ToolRunEvent] | None = None
         try:
-            chat = parse_chat_request(parse_json_body(request.data))
-            tenant = tenant_of(context)
-            request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
-            run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
-            chat = run.chat  # input guard (redactions) and retrieve (passages) may have rewritten the messages
-            prepared = self.tools.prepare(chat)
-            run.apply(prepared)
-        except ApiError as error:
-            yield await error_response(context, request_id, error)
-            return
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        events = self.pipeline.guard(self.tools.run(chat, prepared, request_id), run, prepared)  # output guard
-        try:
+            try:
+                chat = parse_chat_request(parse_json_body(request.data))
+                meter.model, meter.user = chat.model, chat.user
+                tenant = tenant_of(context)
+                request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
+                run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
+                chat = run.chat  # input guard (redactions) and retrieve (passages) may have rewritten the messages
+                prepared = self.tools.prepare(chat)
+                run.apply(prepared)
+                prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
+                                                             prepared.params.max_tokens)
+            except ApiError as error:
+                meter.fail(error.status)
+                yield await error_response(context, request_id, error, await meter.headers())
+                return
+            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+            events = self.pipeline.guard(self.tools.run(chat, prepared, request_id), run, prepared)  # output guard
+            headers = {**prepared.headers(), **run.headers(), **meter.rate_limit_headers}
             if chat.stream:
-                async for frame in self._stream(chat, prepared, completion_id, request_id, events, context, run):
+                async for frame in self._stream(chat, prepared, completion_id, request_id, events, context, run,
+                                                headers, meter):
                     yield frame
             else:
-                yield await self._complete(chat, prepared, completion_id, request_id, events, context, run)
+                yield await self._complete(chat, prepared, completion_id, request_id, events, context, run, headers,
+                                           meter)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True  # the client went away: what was generated is still recorded
+            raise
         finally:
-            await events.aclose()
+            if events is not None:
+                await events.aclose()  # stops generation and drains the engine's last tokens into the account
+            await meter.finish()
 
     async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
                         events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
-                        run: PipelineRun) -> httpbody_pb2.HttpBody:
+                        run: PipelineRun, headers: dict[str, str], meter: RequestMeter) -> httpbody_pb2.HttpBody:
         parts: list[str] = []
         extra: dict[str, Any] = {}
         server_tool_calls: list[dict[str, Any]] = []
@@ -148,11 +181,13 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 else:
                     finished = event
         except ApiError as error:
-            return await error_response(context, request_id, error)
+            meter.fail(error.status)
+            return await error_response(context, request_id, error, headers)
         except Exception:
             log.exception("request %s failed", request_id)
-            return await error_response(context, request_id, internal())
-        await _send_headers(context, request_id, extra={**prepared.headers(), **run.headers()})
+            meter.fail(500)
+            return await error_response(context, request_id, internal(), headers)
+        await _send_headers(context, request_id, extra=headers)
         content: str | None = "".join(parts)
         if "tool_calls" in extra and not content.strip():
             content = None  # OpenAI: a tool-calling turn without text has null content
@@ -171,7 +206,8 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
 
     async def _stream(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
                       events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
-                      run: PipelineRun) -> AsyncIterator[httpbody_pb2.HttpBody]:
+                      run: PipelineRun, headers: dict[str, str],
+                      meter: RequestMeter) -> AsyncIterator[httpbody_pb2.HttpBody]:
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -187,13 +223,15 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         try:
             first = await anext(events)
         except ApiError as error:
-            yield await error_response(context, request_id, error)
+            meter.fail(error.status)
+            yield await error_response(context, request_id, error, headers)
             return
         except Exception:
             log.exception("request %s failed before its first token", request_id)
-            yield await error_response(context, request_id, internal())
+            meter.fail(500)
+            yield await error_response(context, request_id, internal(), headers)
             return
-        await _send_headers(context, request_id, extra={**prepared.headers(), **run.headers()})
+        await _send_headers(context, request_id, extra=headers)
         yield _sse(chunk({"role": "assistant", "content": ""}))
         event: ToolRunEvent | None = first
         try:
@@ -224,7 +262,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                     return
                 event = await anext(events, None)
         except ApiError as error:
+            meter.fail(error.status)
             yield _sse(error.body())
         except Exception:
             log.exception("request %s failed mid-stream", request_id)
+            meter.fail(500)
             yield _sse(internal().body())

@@ -21,10 +21,18 @@ from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.generate import Generator
 from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
-from services.orchestrator.openai_facade import OpenAIFacade
+from services.orchestrator.openai_facade import OpenAIFacade, error_response
 from services.orchestrator.pipeline.pipeline import ChatPipeline
 from services.orchestrator.response_cache import ResponseCache
 from services.orchestrator.routing import Router, load_routing_policy
+from services.orchestrator.tenancy.audit import AuditLog
+from services.orchestrator.tenancy.auth import AuthInterceptor
+from services.orchestrator.tenancy.limits import InProcessLimiter
+from services.orchestrator.tenancy.metering import Metering
+from services.orchestrator.tenancy.redis_limits import RedisLimiter
+from services.orchestrator.tenancy.store import TenantStore
+from services.orchestrator.tenancy.tiers import TierBook
+from services.orchestrator.tenancy.usage import UsageLog
 from services.orchestrator.tools.registry import builtin_registry
 from services.orchestrator.tools.runner import ToolRunner
 from services.orchestrator.triton_llm import TritonLLM
@@ -48,16 +56,23 @@ async def create_server(settings: Settings, address: str | None = None,
     generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default, router=router,
                           cache=ResponseCache(max_entries=settings.response_cache_entries,
                                               ttl_s=settings.response_cache_ttl_s))
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    await asyncio.to_thread(migrate, settings.db_url)  # idempotent: an up-to-date database is left alone
+    db = create_db_engine(settings.db_url)
+    audit_log, usage = AuditLog(db), UsageLog(db)
+    tenants = TenantStore(db, TierBook.load(settings.tiers_path))
+    limiter = RedisLimiter(settings.redis_url) if settings.redis_url else InProcessLimiter()
+    metering = Metering(limiter, usage, audit_log)
+    auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
+    server = grpc.aio.server(interceptors=[auth],
+                             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model
     pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml
-    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(catalog, generator, tools, embeddings, pipeline),
-                                                 server)
-    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline), server)
-    await asyncio.to_thread(migrate, settings.db_url)  # idempotent: an up-to-date database is left alone
-    store = ConversationStore(create_db_engine(settings.db_url))
-    conversations_pb2_grpc.add_ConversationsServicer_to_server(ConversationsService(store, generator), server)
+    openai_pb2_grpc.add_OpenAIServicer_to_server(
+        OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering), server)
+    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering), server)
+    conversations_pb2_grpc.add_ConversationsServicer_to_server(
+        ConversationsService(ConversationStore(db), generator, metering=metering), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -75,6 +76,18 @@ class LLMChunk:
     cached_prompt_tokens: int  # prompt tokens the engine served from its prefix cache
 
 
+@dataclass(slots=True)
+class TokenTally:
+    """Every token the engine produced for one stream, including those that arrived after the caller stopped
+    reading (drained when the request was stopped): what usage accounting counts."""
+
+    received: int = 0
+    cached_prompt_tokens: int = 0
+
+
+STOP_DRAIN_TIMEOUT_S = 2.0  # how long a stopped request may take to deliver its last tokens before it is cut
+
+
 class TritonLLM:
     def __init__(self, url: str, model_name: str = LLM_MODEL, kv_block_size: int = 16) -> None:
         self.url = url
@@ -91,17 +104,29 @@ class TritonLLM:
         except Exception:
             return False
 
+    def _chunk(self, result) -> LLMChunk | None:
+        ids = result.as_numpy("output_ids")
+        lengths = result.as_numpy("sequence_length")
+        reused = result.as_numpy("kv_cache_reused_blocks")
+        cached = int(reused.reshape(-1)[0]) * self.kv_block_size if reused is not None else 0
+        if ids is None or lengths is None or int(lengths.reshape(-1)[0]) <= 0:
+            return None
+        return LLMChunk([int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]], cached)
+
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
-                     model_name: str | None = None) -> AsyncIterator[LLMChunk]:
-        """Yields new token ids until the engine ends the request. Closing the iterator early (the client
-        went away, a stop string matched) cancels the request in Triton."""
+                     model_name: str | None = None, tally: TokenTally | None = None) -> AsyncIterator[LLMChunk]:
+        """Yields new token ids until the engine ends the request. Closing the iterator early (the client went
+        away, a stop string matched) stops the request in the engine — TensorRT-LLM's `stop` request, then the
+        last tokens are drained into `tally` — and cancels the gRPC stream if that takes too long."""
+        model = model_name or self.model_name
+        triton_id = f"{request_id}:{uuid.uuid4().hex[:8]}"  # unique in the engine even if a client reuses ids
+        tally = tally if tally is not None else TokenTally()
         inputs = build_inputs(prompt_ids, params)
         outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length"),
                    InferRequestedOutput("kv_cache_reused_blocks")]
 
         async def requests() -> AsyncIterator[dict]:
-            yield {"model_name": model_name or self.model_name, "inputs": inputs, "outputs": outputs,
-                   "request_id": request_id}
+            yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
 
         responses = self._client.stream_infer(requests())
         finished = False
@@ -109,12 +134,11 @@ class TritonLLM:
             async for result, error in responses:
                 if error is not None:
                     raise _api_error(error)
-                ids = result.as_numpy("output_ids")
-                lengths = result.as_numpy("sequence_length")
-                reused = result.as_numpy("kv_cache_reused_blocks")
-                cached = int(reused.reshape(-1)[0]) * self.kv_block_size if reused is not None else 0
-                if ids is not None and lengths is not None and int(lengths.reshape(-1)[0]) > 0:
-                    yield LLMChunk([int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]], cached)
+                chunk = self._chunk(result)
+                if chunk is not None:
+                    tally.received += len(chunk.token_ids)
+                    tally.cached_prompt_tokens = chunk.cached_prompt_tokens
+                    yield chunk
             # The request side is closed after one request, so Triton ends the stream after the final response.
             finished = True
         except InferenceServerException as exc:
@@ -127,7 +151,34 @@ class TritonLLM:
             raise unavailable(f"The inference server is unavailable: {type(exc).__name__}") from exc
         finally:
             if not finished:
-                responses.cancel()
+                await self._stop_and_drain(model, triton_id, responses, tally)
+
+    async def _stop_and_drain(self, model: str, triton_id: str, responses, tally: TokenTally) -> None:
+        try:
+            async with asyncio.timeout(STOP_DRAIN_TIMEOUT_S):
+                await self._send_stop(model, triton_id)
+                async for result, error in responses:
+                    if error is not None:
+                        break
+                    chunk = self._chunk(result)
+                    if chunk is not None:
+                        tally.received += len(chunk.token_ids)
+                return
+        except (TimeoutError, asyncio.CancelledError, Exception) as exc:  # the stream is cut below either way
+            log.debug("request %s: stop-and-drain did not complete (%s)", triton_id, type(exc).__name__)
+        responses.cancel()  # Triton sees the cancellation within one engine step
+
+    async def _send_stop(self, model: str, triton_id: str) -> None:
+        async def stop_request() -> AsyncIterator[dict]:
+            yield {"model_name": model, "request_id": triton_id, "inputs": [
+                _input("input_ids", np.zeros((1, 1), dtype=np.int32)),
+                _input("input_lengths", np.ones((1, 1), dtype=np.int32)),
+                _input("request_output_len", np.ones((1, 1), dtype=np.int32)),
+                _input("stop", np.array([[True]], dtype=np.bool_))]}
+
+        async for _, error in self._client.stream_infer(stop_request()):
+            if error is not None:
+                raise error
 
 
 def _api_error(error: Exception) -> ApiError:

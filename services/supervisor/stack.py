@@ -144,16 +144,21 @@ class Stack:
 
 
 def banner(settings: Settings, seconds: float) -> str:
+    from services.orchestrator.tenancy.dev_key import ensure_dev_key, key_file
+
     base = settings.public_base_url
+    key = ensure_dev_key(settings)
     return f"""
 Sluice is up ({seconds:.1f} s): Triton (CPU), safety, retrieval, orchestrator and Envoy
   OpenAI-compatible API : {base}   (model: {settings.model_name})
   native gRPC (same port): {settings.host}:{settings.http_port}   service sluice.v1.Chat
   Triton                 : grpc {settings.triton_grpc_url}, metrics http://{settings.host}:{settings.triton_metrics_port}/metrics
   logs                   : {settings.run_dir / 'logs'}
+  dev API key (tenant "dev", enterprise tier; also in {key_file(settings)}):
+    {key}
 
 Try it:
-  curl -N {base}/chat/completions -H 'Content-Type: application/json' \\
+  curl -N {base}/chat/completions -H 'Content-Type: application/json' -H "Authorization: Bearer {key}" \\
     -d '{{"model": "{settings.model_name}", "messages": [{{"role": "user", "content": "Hello!"}}], "stream": true}}'
 """
 

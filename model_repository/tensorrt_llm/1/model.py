@@ -94,7 +94,13 @@ class _ResponseSink:
                 self._model.metrics.observe_tpot((time.time_ns() - self._first_token_ns) / 1e9 /
                                                  (self._tokens_sent - 1))
         if output.finish_reason is FinishReason.CANCELLED:
-            self._sender.send(flags=FINAL)
+            # Tokens generated but not yet sent (coalesced) still go out, so the client can count every token
+            # the engine produced; a cancelled gRPC stream simply drops them.
+            if self._streaming and self._collected:
+                self._sender.send(self._response(self._collected), flags=FINAL)
+                self._collected = []
+            else:
+                self._sender.send(flags=FINAL)
             return
         self._collected.extend(output.new_token_ids)
         if self._streaming:
@@ -227,6 +233,10 @@ class TritonPythonModel:
     def execute(self, requests: list) -> None:
         for request in requests:
             arrival_ns = time.time_ns()
+            if _scalar(request, "stop", False, bool):  # TensorRT-LLM's way to end a running request by its id
+                self.engine.cancel(request.request_id())
+                request.get_response_sender().send(flags=FINAL)
+                continue
             try:
                 generation, sink = self._parse(request, arrival_ns)
                 self.engine.submit(generation, sink)

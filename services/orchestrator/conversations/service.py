@@ -26,12 +26,16 @@ from services.orchestrator.conversations.store import Conversation, Conversation
 from services.orchestrator.generate import Finished, Generator, TextDelta
 from services.orchestrator.native_chat import (
     FINISH_REASONS,
+    abort,
     delta_response,
     finish_response,
     to_chat_request,
     validate,
 )
 from services.orchestrator.openai_facade import request_id_of
+from services.orchestrator.pipeline.pipeline import tenant_of
+from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
+from services.orchestrator.tenancy.principal import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,6 @@ _STATUS = {"complete": conversations_pb2.MESSAGE_STATUS_COMPLETE,
            "refused": conversations_pb2.MESSAGE_STATUS_REFUSED}
 _CONTEXT_ROLES = ("user", "assistant")  # what is replayed to the model; refused replies are not
 MAX_CONTENT_CHARS = 1 << 20
-
-
-def single_tenant(_context: grpc.aio.ServicerContext) -> str:
-    """Until the auth interceptor assigns tenants, every caller is the default tenant."""
-    return "default"
 
 
 def _message_pb(message: StoredMessage) -> conversations_pb2.ConversationMessage:
@@ -80,10 +79,12 @@ class _Reply:
 
 class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
     def __init__(self, store: ConversationStore, generator: Generator,
-                 tenant_of: Callable[[grpc.aio.ServicerContext], str] = single_tenant) -> None:
+                 tenant_of: Callable[[grpc.aio.ServicerContext], str] = tenant_of,
+                 metering: Metering | None = None) -> None:
         self.store = store
         self.generator = generator
-        self.tenant_of = tenant_of
+        self.tenant_of = tenant_of  # the API key's tenant (auth interceptor)
+        self.metering = metering
 
     async def Create(self, request: conversations_pb2.CreateConversationRequest,
                      context: grpc.aio.ServicerContext) -> conversations_pb2.Conversation:
@@ -126,6 +127,22 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
 
     async def Send(self, request: conversations_pb2.SendMessageRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.GenerateResponse]:
+        meter = begin_request(self.metering, current_principal.get(), endpoint="conversations",
+                              request_id=request_id_of(context))
+        meter.activate()
+        responses = self._send(request, context, meter)
+        try:
+            async for response in responses:
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
+        finally:
+            await responses.aclose()  # its own clean-up (reply stored, generation stopped) comes first
+            await meter.finish()
+
+    async def _send(self, request: conversations_pb2.SendMessageRequest, context: grpc.aio.ServicerContext,
+                    meter: RequestMeter) -> AsyncIterator[chat_pb2.GenerateResponse]:
         tenant = self.tenant_of(context)
         request_id = request_id_of(context)
         try:
@@ -148,17 +165,22 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                 model=conversation.model, messages=[chat_pb2.Message(**m) for m in messages],
                 sampling=request.sampling))
             validate(chat)
+            meter.model = conversation.model
             prepared = self.generator.prepare(chat)
+            prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
+                                                         prepared.params.max_tokens)
             await asyncio.to_thread(self.store.append_message, tenant, conversation.id, "user", request.content,
                                     prompt_tokens=len(entry.tokenizer.encode(request.content)))
         except ApiError as error:
-            await context.abort(error.grpc_code, error.message)
+            meter.fail(error.status)
+            await abort(context, error, await meter.headers())
             return
         log.info("conversation %s: request %s, %d of %d turns in a %d-token prompt", conversation.id, request_id,
                  len(messages) - len(system), len(turns), len(prepared.prompt_ids))
         response_id = f"gen-{uuid.uuid4().hex}"
         model = conversation.model
-        await context.send_initial_metadata((("x-request-id", request_id), ("x-sluice-model", entry.name)))
+        await context.send_initial_metadata((("x-request-id", request_id), ("x-sluice-model", entry.name),
+                                             *meter.rate_limit_headers.items()))
         reply = _Reply(parts=[])
         events = self.generator.run(prepared, request_id)
         try:
@@ -176,6 +198,7 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                                      event.usage.completion_tokens, event.reason)
                     yield finish_response(response_id, model, event)
         except ApiError as error:
+            meter.fail(error.status)
             await self._save(tenant, conversation.id, reply, "incomplete", len(prepared.prompt_ids),
                              reply.completion_tokens, None)
             await context.abort(error.grpc_code, error.message)
@@ -188,6 +211,7 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
             await self._save(tenant, conversation.id, reply, "incomplete", len(prepared.prompt_ids),
                              reply.completion_tokens, None)
             error = internal()
+            meter.fail(error.status)
             await context.abort(error.grpc_code, error.message)
         finally:
             # Runs on every exit, cancellation included. The write is submitted first, so neither closing the Triton

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,21 +24,20 @@ from services.orchestrator.generate import PreparedGeneration
 from services.orchestrator.pipeline.config import PipelineConfig, default_config, load_pipeline_config
 from services.orchestrator.pipeline.input_guard import InputGuard
 from services.orchestrator.pipeline.output_guard import OutputGuard
-from services.orchestrator.pipeline.retrieve import TENANT_HEADER, RetrieveStage
+from services.orchestrator.pipeline.retrieve import RetrieveStage
 from services.orchestrator.pipeline.stages import DEGRADED_HEADER, Stage, StageDown
+from services.orchestrator.tenancy.principal import current_principal
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
-_TENANT = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
-def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    """The tenant the auth layer put in `x-sluice-tenant` (the default tenant when absent or malformed)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == TENANT_HEADER and _TENANT.match(value or ""):
-            return value
-    return DEFAULT_TENANT
+def tenant_of(context: grpc.aio.ServicerContext | None = None) -> str:
+    """The tenant of the API key the auth interceptor accepted for this call. A client cannot choose its tenant:
+    an `x-sluice-tenant` header from outside is ignored (it is only used between Sluice's own services)."""
+    principal = current_principal.get()
+    return principal.tenant_id if principal is not None else DEFAULT_TENANT
 
 
 @dataclass(slots=True)

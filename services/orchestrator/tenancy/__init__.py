@@ -1,0 +1,1 @@
+"""Tenancy: tenants and tiers, API keys, the auth interceptor, rate limits and quotas, usage metering, audit."""

@@ -1,0 +1,102 @@
+"""Usage records: one row per request, written in its own transaction when the request ends (also when the client
+went away), and the per-tenant, per-day report built from them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, case, func, select
+
+from services.common.db import session_factory
+from services.orchestrator.tenancy.models import UsageRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    tenant_id: str
+    key_id: str | None
+    user_id: str | None
+    endpoint: str  # "chat.completions" | "chat.generate" | "conversations" | "embeddings"
+    model: str
+    deployment: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    status: str  # "ok" | "error" | "cancelled" | "rejected"
+    http_status: int
+    ttft_ms: float | None
+    latency_ms: float
+
+    def row(self, at: datetime | None = None) -> UsageRow:
+        at = at or datetime.now(UTC)
+        return UsageRow(id=str(uuid.uuid4()), request_id=self.request_id, tenant_id=self.tenant_id,
+                        key_id=self.key_id, user_id=self.user_id, endpoint=self.endpoint, model=self.model,
+                        deployment=self.deployment, prompt_tokens=self.prompt_tokens,
+                        completion_tokens=self.completion_tokens, cached_prompt_tokens=self.cached_prompt_tokens,
+                        status=self.status, http_status=self.http_status, ttft_ms=self.ttft_ms,
+                        latency_ms=self.latency_ms, day=at.strftime("%Y-%m-%d"), created_at=at)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    tenant_id: str
+    day: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    errors: int
+    cancelled: int
+    rejected: int
+
+
+class UsageLog:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = session_factory(engine)
+
+    def write(self, record: UsageRecord) -> None:
+        with self._sessions.begin() as session:
+            session.add(record.row())
+
+    async def record(self, record: UsageRecord) -> None:
+        """Writes off the event loop; shielded, so a request cancelled mid-write still gets its row."""
+        try:
+            # submitted to the thread pool now: neither this task's cancellation nor loop shutdown can drop it
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self.write, record))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not write the usage record of request %s", record.request_id)
+
+    def report(self, *, tenant_id: str | None = None, since_day: str | None = None) -> list[UsageLine]:
+        def status_count(status: str):
+            return func.sum(case((UsageRow.status == status, 1), else_=0))
+
+        query = (select(UsageRow.tenant_id, UsageRow.day, UsageRow.model, func.count(),
+                        func.sum(UsageRow.prompt_tokens), func.sum(UsageRow.completion_tokens),
+                        func.sum(UsageRow.cached_prompt_tokens), status_count("error"), status_count("cancelled"),
+                        status_count("rejected"))
+                 .group_by(UsageRow.tenant_id, UsageRow.day, UsageRow.model)
+                 .order_by(UsageRow.tenant_id, UsageRow.day, UsageRow.model))
+        if tenant_id is not None:
+            query = query.where(UsageRow.tenant_id == tenant_id)
+        if since_day is not None:
+            query = query.where(UsageRow.day >= since_day)
+        with self._sessions() as session:
+            return [UsageLine(*(value if value is not None else 0 for value in row))
+                    for row in session.execute(query)]
+
+    def records(self, *, tenant_id: str | None = None) -> list[UsageRow]:
+        query = select(UsageRow).order_by(UsageRow.created_at)
+        if tenant_id is not None:
+            query = query.where(UsageRow.tenant_id == tenant_id)
+        with self._sessions() as session:
+            return list(session.scalars(query))
