@@ -129,9 +129,14 @@ class TritonLLM:
             yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
 
         responses = self._client.stream_infer(requests())
+        # A separate task reads the gRPC stream: cancelling the caller (a client that went away) must not cancel the
+        # read, or the tokens already on their way would be lost to usage accounting.
+        inbox: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.create_task(_pump(responses, inbox))
         finished = False
         try:
-            async for result, error in responses:
+            while (item := await inbox.get()) is not _END:
+                result, error = _unwrap(item)
                 if error is not None:
                     raise _api_error(error)
                 chunk = self._chunk(result)
@@ -141,23 +146,18 @@ class TritonLLM:
                     yield chunk
             # The request side is closed after one request, so Triton ends the stream after the final response.
             finished = True
-        except InferenceServerException as exc:
-            raise _api_error(exc) from exc
-        except asyncio.CancelledError:
-            raise
-        except ApiError:
-            raise
-        except Exception as exc:  # grpc.aio errors surface here when Triton goes away mid-stream
-            raise unavailable(f"The inference server is unavailable: {type(exc).__name__}") from exc
         finally:
             if not finished:
-                await self._stop_and_drain(model, triton_id, responses, tally)
+                await self._stop_and_drain(model, triton_id, responses, inbox, tally)
+            pump.cancel()
 
-    async def _stop_and_drain(self, model: str, triton_id: str, responses, tally: TokenTally) -> None:
+    async def _stop_and_drain(self, model: str, triton_id: str, responses, inbox: asyncio.Queue,
+                              tally: TokenTally) -> None:
         try:
             async with asyncio.timeout(STOP_DRAIN_TIMEOUT_S):
                 await self._send_stop(model, triton_id)
-                async for result, error in responses:
+                while (item := await inbox.get()) is not _END:
+                    result, error = _unwrap(item)
                     if error is not None:
                         break
                     chunk = self._chunk(result)
@@ -165,7 +165,7 @@ class TritonLLM:
                         tally.received += len(chunk.token_ids)
                 return
         except (TimeoutError, asyncio.CancelledError, Exception) as exc:  # the stream is cut below either way
-            log.debug("request %s: stop-and-drain did not complete (%s)", triton_id, type(exc).__name__)
+            log.warning("request %s: stop-and-drain did not complete (%r)", triton_id, exc)
         responses.cancel()  # Triton sees the cancellation within one engine step
 
     async def _send_stop(self, model: str, triton_id: str) -> None:
@@ -179,6 +179,32 @@ class TritonLLM:
         async for _, error in self._client.stream_infer(stop_request()):
             if error is not None:
                 raise error
+
+
+_END = object()
+
+
+async def _pump(responses, inbox: asyncio.Queue) -> None:
+    """Moves (result, error) pairs from the gRPC stream into `inbox`, then _END (or the exception that ended it)."""
+    try:
+        async for item in responses:
+            inbox.put_nowait(item)
+        inbox.put_nowait(_END)
+    except asyncio.CancelledError:
+        inbox.put_nowait(_END)
+        raise
+    except Exception as exc:
+        inbox.put_nowait(exc)
+
+
+def _unwrap(item: object) -> tuple[object, Exception | None]:
+    """A queued response pair, or a stream failure turned into the same error handling as Triton's own."""
+    if isinstance(item, InferenceServerException):
+        return None, item
+    if isinstance(item, Exception):  # grpc.aio errors surface here when Triton goes away mid-stream
+        raise unavailable(f"The inference server is unavailable: {type(item).__name__}") from item
+    result, error = item  # type: ignore[misc]
+    return result, error
 
 
 def _api_error(error: Exception) -> ApiError:

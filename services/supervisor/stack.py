@@ -52,6 +52,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_CATALOG": str(settings.catalog_path),
         "SLUICE_STAGES": str(settings.stages_path),
         "SLUICE_DATABASE_URL": settings.db_url,
+        "SLUICE_REDIS_URL": settings.redis_url or "",
+        "SLUICE_TIERS": str(settings.tiers_path),
     })
     return env
 
