@@ -80,6 +80,16 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_tenancy(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.bench.tenancy_bench import run
+
+    print(json.dumps(run(Path(args.results), args.requests, args.redis_url or None), indent=2))
+    return 0
+
+
 def _cmd_bench_served(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -157,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
     eng.set_defaults(func=_cmd_bench_engine)
+
+    tenancy_bench = bench_sub.add_parser("tenancy", help="time added per request by auth + rate limits + quotas, "
+                                         "in-process vs Redis")
+    tenancy_bench.add_argument("--requests", type=int, default=2000)
+    tenancy_bench.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="'' to skip Redis")
+    tenancy_bench.add_argument("--results", default="results/tenancy")
+    tenancy_bench.set_defaults(func=_cmd_bench_tenancy)
 
     overhead = bench_sub.add_parser("overhead", help="TTFT added by the orchestrator and Envoy (needs `sluice up`)")
     overhead.add_argument("--requests", type=int, default=50)
