@@ -29,6 +29,7 @@ class ApiError(Exception):
     param: str | None = None
     code: str | None = None
     retry_after: float | None = None
+    details: dict[str, Any] | None = None  # for the server's own use (audit), never sent to the client
 
     def __str__(self) -> str:
         return self.message

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.tokenizer import ChatTemplateError
 from services.common.errors import ApiError, invalid
@@ -47,8 +47,9 @@ class TextDelta:
 
 @dataclass(slots=True)
 class Finished:
-    reason: str  # "stop" | "length" | "tool_calls"
+    reason: str  # "stop" | "length" | "tool_calls" | "content_filter"
     usage: Usage
+    categories: list[str] = field(default_factory=list)  # content_filter: what the output guard found
 
 
 @dataclass(slots=True)

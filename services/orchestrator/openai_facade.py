@@ -52,6 +52,13 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     return str(uuid.uuid4())
 
 
+def _last_user_text(chat: ChatRequest | None) -> str | None:
+    """What the audit log hashes for a safety event: the newest user turn."""
+    if chat is None:
+        return None
+    return next((m.content for m in reversed(chat.messages) if m.role == "user"), None)
+
+
 def _json_body(payload: dict[str, Any]) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=JSON, data=json.dumps(payload, ensure_ascii=False).encode())
 
@@ -124,6 +131,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     async def ChatCompletions(self, request: httpbody_pb2.HttpBody,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
         request_id = request_id_of(context)
+        chat: ChatRequest | None = None
         meter = begin_request(self.metering, current_principal.get(), endpoint="chat.completions",
                               request_id=request_id)
         meter.activate()  # every generation round below counts its tokens into this request's usage
@@ -142,6 +150,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                                                              prepared.params.max_tokens)
             except ApiError as error:
                 meter.fail(error.status)
+                if error.code == "content_policy_violation" and error.details:
+                    await meter.safety_blocked("input_guard", error.details.get("categories", []),
+                                               _last_user_text(chat))
                 yield await error_response(context, request_id, error, await meter.headers())
                 return
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -154,6 +165,8 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             else:
                 yield await self._complete(chat, prepared, completion_id, request_id, events, context, run, headers,
                                            meter)
+            if run.blocked_by_output is not None:
+                await meter.safety_blocked("output_guard", run.blocked_by_output, _last_user_text(chat))
         except (asyncio.CancelledError, GeneratorExit):
             meter.cancelled = True  # the client went away: what was generated is still recorded
             raise
@@ -180,6 +193,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                     server_tool_calls.append(event.as_openai())
                 else:
                     finished = event
+                    run.finished(event.reason, event.categories)
         except ApiError as error:
             meter.fail(error.status)
             return await error_response(context, request_id, error, headers)
@@ -251,6 +265,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                     pass  # server-side rounds are not streamed; only the final answer is
                 else:
                     final = chunk({}, event.reason)
+                    run.finished(event.reason, event.categories)
                     if run.citations is not None:
                         final["citations"] = run.citations  # extension: in the final chunk, as on the JSON answer
                     yield _sse(final)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def content_policy_violation(categories: list[str]) -> ApiError:
     named = f" ({', '.join(categories)})" if categories else ""
     return ApiError(400, f"Your request was rejected as a result of our safety system{named}. Please revise the "
-                         "messages and try again.", "invalid_request_error", "messages", "content_policy_violation")
+                         "messages and try again.", "invalid_request_error", "messages", "content_policy_violation",
+                    details={"stage": "input_guard", "categories": categories})
 
 
 def policy_id_for(tenant: str) -> str:

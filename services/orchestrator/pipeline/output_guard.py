@@ -99,9 +99,9 @@ class OutputGuard:
             return decision
 
         def stopped_finish(usage: Usage | None = None) -> Finished:
-            log.info("request %s: output stopped by the safety service (%s)", request_id,
-                     ",".join(c.category for c in (decision.categories if decision else []) if c.triggered))
-            return Finished(CONTENT_FILTER, usage or Usage(prompt_tokens(), completion_tokens))
+            categories = [c.category for c in (decision.categories if decision else []) if c.triggered]
+            log.info("request %s: output stopped by the safety service (%s)", request_id, ",".join(categories))
+            return Finished(CONTENT_FILTER, usage or Usage(prompt_tokens(), completion_tokens), categories)
 
         decision: safety_pb2.OutputDecision | None = None
         try:

@@ -50,6 +50,11 @@ class PipelineRun:
     degraded: list[str] = field(default_factory=list)
     citations: list[dict] | None = None  # set when the request asked for retrieval
     pii: bool = False
+    blocked_by_output: list[str] | None = None  # the output guard stopped the answer (its categories)
+
+    def finished(self, reason: str, categories: list[str]) -> None:
+        if reason == "content_filter":
+            self.blocked_by_output = categories
 
     def apply(self, prepared: PreparedGeneration) -> None:
         prepared.tenant = self.tenant

@@ -191,6 +191,14 @@ class MeteredRequest:
     def fail(self, http_status: int) -> None:
         self.http_status = http_status
 
+    async def safety_blocked(self, stage: str, categories: list[str], prompt: str | None) -> None:
+        """Audits a refusal by a safety stage: the categories and request id, the prompt as a hash (as text only
+        for tenants that opted in)."""
+        await self._metering.audit_event(AuditEvent(
+            audit.SAFETY_BLOCKED, self.principal.actor, self.principal.tenant_id, self.request_id, prompt=prompt,
+            store_prompt_text=self.principal.store_prompt_text,
+            details={"stage": stage, "categories": categories, "model": self.model}))
+
     async def finish(self) -> UsageRecord | None:
         """Reconciles the reservation with the tokens actually used, frees the concurrency slot and writes the usage
         record. Idempotent."""
@@ -261,6 +269,9 @@ class UnmeteredRequest:
 
     def fail(self, http_status: int) -> None:
         self.http_status = http_status
+
+    async def safety_blocked(self, stage: str, categories: list[str], prompt: str | None) -> None:
+        return None
 
     async def finish(self) -> None:
         return None
