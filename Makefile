@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
 
-.PHONY: run test lint protos repo clean help bench bench-quick bench-venv vllm-venv
+.PHONY: run test lint protos repo clean help bench bench-quick bench-venv vllm-venv promtool
 
 help:
 	@echo "make run    start the whole stack on embedded defaults (Ctrl-C stops it)"
@@ -32,7 +32,19 @@ repo: $(GEN)
 run: $(GEN)
 	$(BIN)/sluice up
 
-test: $(GEN)
+# promtool checks and unit-tests the alert rules in observability/. It comes from Debian's `prometheus` package,
+# downloaded and unpacked under tools/ (ignored by git): nothing is installed system-wide and no daemon is started.
+PROMTOOL := tools/prometheus/usr/bin/promtool
+
+$(PROMTOOL):
+	mkdir -p tools/debs
+	cd tools/debs && (apt-get download prometheus 2>/dev/null || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x "$$(ls -t tools/debs/prometheus_*.deb | head -n 1)" tools/prometheus
+	test -x $@ && touch $@
+
+promtool: $(PROMTOOL)
+
+test: $(GEN) $(PROMTOOL)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -29,10 +29,13 @@ def free_ports(count: int) -> list[int]:
 
 
 def stack_settings(run_dir: Path, model_dir: Path = DEMO_MODEL) -> Settings:
-    http, admin, orchestrator, t_http, t_grpc, t_metrics, retrieval, safety = free_ports(8)
+    (http, admin, orchestrator, t_http, t_grpc, t_metrics, retrieval, safety, otlp_grpc, otlp_http,
+     orchestrator_metrics, safety_metrics, retrieval_metrics) = free_ports(13)
     return Settings(http_port=http, envoy_admin_port=admin, orchestrator_port=orchestrator, triton_http_port=t_http,
                     triton_grpc_port=t_grpc, triton_metrics_port=t_metrics, retrieval_port=retrieval, run_dir=run_dir,
-                    model_dir=model_dir, safety_port=safety)
+                    model_dir=model_dir, safety_port=safety, otlp_grpc_port=otlp_grpc, otlp_http_port=otlp_http,
+                    orchestrator_metrics_port=orchestrator_metrics, safety_metrics_port=safety_metrics,
+                    retrieval_metrics_port=retrieval_metrics)
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,38 @@ def _cmd_bench_tenancy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from services.common.settings import Settings
+    from services.telemetry.waterfall import main
+
+    return main(Settings.from_env().telemetry_url, args.id, as_json=args.json, limit=args.limit)
+
+
+def _cmd_bench_tracing(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.bench.tracing import run
+    from services.common.settings import Settings
+    from services.orchestrator.tenancy.dev_key import local_api_key
+
+    settings = Settings.from_env()
+    key = local_api_key(settings)
+    if key is None:
+        print("sluice: no API key (set SLUICE_API_KEY, or start the stack with `sluice up`)", file=sys.stderr)
+        return 1
+    report = run(settings, key, Path(args.results), rounds=args.rounds, requests=args.requests,
+                 concurrency=args.concurrency, max_tokens=args.max_tokens)
+    print(json.dumps({k: v for k, v in report.items() if k != "rounds"}, indent=2))
+    return 0
+
+
+def _cmd_bench_retrieval(args: argparse.Namespace) -> int:
+    from services.bench.retrieval_bench import main
+
+    return main(args.sizes, args.queries, args.ingest_documents, args.base, args.results)
+
+
 def _cmd_bench_served(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -99,6 +131,18 @@ def _cmd_bench_served(args: argparse.Namespace) -> int:
 
     report = run(Settings.from_env(), args.concurrency, args.requests, args.output_tokens, Path(args.results))
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_bench_safety(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.bench.safety_bench import run
+    from services.common.settings import Settings
+
+    settings = Settings.from_env()
+    run(args.address or f"{settings.host}:{settings.safety_port}", args.requests,
+        None if args.no_triton else settings.triton_grpc_url, Path(args.results))
     return 0
 
 
@@ -130,12 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
     from services.cli import tenancy
 
     tenancy.register(sub)  # tenants, keys, usage, audit, users, purge
+    from services.safety import admin as safety_admin
+
+    safety_admin.register(sub)  # safety policy set|show|reset
 
     up = sub.add_parser("up", help="start Triton, the orchestrator and Envoy")
     up.add_argument("--detach", action="store_true", help="start in the background and return when ready")
     up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop a detached stack (idempotent)").set_defaults(func=_cmd_down)
     sub.add_parser("status", help="show the stack's processes and health").set_defaults(func=_cmd_status)
+
+    trace = sub.add_parser("trace", help="print a request's trace as a waterfall (from the local OTLP receiver)")
+    trace.add_argument("id", nargs="?", default=None,
+                       help="request id (x-request-id) or trace id (x-sluice-trace-id); none lists recent traces")
+    trace.add_argument("--json", action="store_true", help="the spans as JSON")
+    trace.add_argument("--limit", type=int, default=20, help="how many recent traces to list")
+    trace.set_defaults(func=_cmd_trace)
 
     chat = sub.add_parser("chat", help="send one message through the OpenAI facade and stream the reply")
     chat.add_argument("message")
@@ -167,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
     eng.set_defaults(func=_cmd_bench_engine)
+    from services.bench import serve_cli
+
+    serve_cli.register(bench_sub)  # bench serve: load generator, goodput, platform overhead
 
     tenancy_bench = bench_sub.add_parser("tenancy", help="time added per request by auth + rate limits + quotas, "
                                          "in-process vs Redis")
@@ -174,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     tenancy_bench.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="'' to skip Redis")
     tenancy_bench.add_argument("--results", default="results/tenancy")
     tenancy_bench.set_defaults(func=_cmd_bench_tenancy)
+
+    retrieval_bench = bench_sub.add_parser("retrieval", help="ingestion chunks/s and search p50/p99 at 10k and "
+                                           "100k chunks in Milvus Lite (needs `sluice up`)")
+    retrieval_bench.add_argument("--sizes", default="10000,100000", help="collection sizes in chunks")
+    retrieval_bench.add_argument("--queries", type=int, default=200, help="hybrid queries per size")
+    retrieval_bench.add_argument("--ingest-documents", type=int, default=300, help="documents ingested for real")
+    retrieval_bench.add_argument("--base", type=int, default=500, help="chunks embedded for real, reused to fill")
+    retrieval_bench.add_argument("--results", default="results/retrieval")
+    retrieval_bench.set_defaults(func=_cmd_bench_retrieval)
 
     overhead = bench_sub.add_parser("overhead", help="TTFT added by the orchestrator and Envoy (needs `sluice up`)")
     overhead.add_argument("--requests", type=int, default=50)
@@ -186,6 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--output-tokens", type=int, default=128)
     served.add_argument("--results", default="results/served")
     served.set_defaults(func=_cmd_bench_served)
+
+    tracing = bench_sub.add_parser("tracing", help="throughput with 100%% trace sampling vs tracing off, "
+                                   "interleaved in one run (needs `sluice up`)")
+    tracing.add_argument("--rounds", type=int, default=4, help="rounds per mode (default 4)")
+    tracing.add_argument("--requests", type=int, default=48, help="requests per round (default 48)")
+    tracing.add_argument("--concurrency", type=int, default=8)
+    tracing.add_argument("--max-tokens", type=int, default=32)
+    tracing.add_argument("--results", default="results/tracing")
+    tracing.set_defaults(func=_cmd_bench_tracing)
+
+    safety_bench = bench_sub.add_parser("safety", help="input-check latency and output moderation per token "
+                                        "(needs `sluice up`)")
+    safety_bench.add_argument("--requests", type=int, default=300)
+    safety_bench.add_argument("--address", default=None, help="safety service HOST:PORT (default: the stack's)")
+    safety_bench.add_argument("--no-triton", action="store_true", help="skip timing the classifier alone in Triton")
+    safety_bench.add_argument("--results", default="results/safety")
+    safety_bench.set_defaults(func=_cmd_bench_safety)
 
     safety = eval_sub.add_parser("safety", help="safety detectors: P/R/F1 per category, benign FPR, latency")
     safety.add_argument("--triton", default=None, help="score with Triton's safety_classifier at HOST:PORT "

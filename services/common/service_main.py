@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
+from services.common.logging import configure_logging
+from services.common.metrics import start_metrics_server
 from services.common.settings import Settings
+from services.common.telemetry import setup_tracing
 
 
 async def wait_for_stop_signal() -> None:
@@ -20,10 +23,27 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
+def _component_of(serve: Callable) -> str:
+    """`orchestrator` for services.orchestrator.server (also when run as `python -m`, where it is __main__)."""
+    module = sys.modules.get(serve.__module__)
+    spec = getattr(module, "__spec__", None)
+    name = spec.name if spec is not None else serve.__module__
+    parts = name.split(".")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
 def run_service(description: str, serve: Callable[[Settings, float], Awaitable[None]], *, default_grace: float,
                 grace_help: str) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--grace", type=float, default=default_grace, help=grace_help)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(Settings.from_env(), args.grace))
+    settings = Settings.from_env()
+    component = _component_of(serve)
+    configure_logging(component, settings.log_level)  # JSON lines with request, trace and span ids
+    tracing = setup_tracing(component, settings)
+    if (port := settings.metrics_port(component)) is not None:
+        start_metrics_server(port, settings.host)  # Prometheus text at /metrics
+    try:
+        asyncio.run(serve(settings, args.grace))
+    finally:
+        tracing.shutdown()  # exports the spans still queued

@@ -20,6 +20,27 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -45,16 +66,34 @@ class Settings:
     redis_url: str | None = None  # SLUICE_REDIS_URL: rate limits shared by replicas in Redis; None: in-process
     auth_cache_s: float = 5.0  # how long an authentication result is reused (a revoked key works at most this long)
     tiers_path: Path = field(default_factory=lambda: REPO_ROOT / "config" / "tiers.yaml")
+    # Observability. Traces: OTLP/gRPC to SLUICE_OTLP_ENDPOINT (any collector), else to Sluice's own receiver on
+    # otlp_grpc_port (OTLP/HTTP on otlp_http_port, where Triton exports and `sluice trace` reads).
+    otlp_endpoint: str | None = None
+    otlp_grpc_port: int = 4317
+    otlp_http_port: int = 4318
+    trace_sample_rate: float = 1.0  # SLUICE_TRACE_SAMPLE_RATE: share of new traces recorded (0 turns tracing off)
+    trace_content: bool = False  # SLUICE_TRACE_CONTENT=1 records prompt and completion text on spans
+    orchestrator_metrics_port: int = 9464  # Prometheus text at /metrics on each service
+    safety_metrics_port: int = 9465
+    retrieval_metrics_port: int = 9466
+    slo_ttft_ms: float = 500.0  # goodput: a request is good when it meets both SLOs
+    slo_tpot_ms: float = 50.0
+    log_level: str = "info"  # SLUICE_LOG_LEVEL: "info" or per component, e.g. "info,orchestrator=debug"
 
     def __post_init__(self) -> None:
         ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
                  self.triton_grpc_port, self.triton_metrics_port, self.retrieval_port,
-                 self.safety_port]
+                 self.safety_port, self.otlp_grpc_port, self.otlp_http_port, self.orchestrator_metrics_port,
+                 self.safety_metrics_port, self.retrieval_metrics_port]
         for port in ports:
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} is out of range")
         if len(set(ports)) != len(ports):
             raise ValueError(f"ports must be distinct, got {ports}")
+        if not 0.0 <= self.trace_sample_rate <= 1.0:
+            raise ValueError(f"trace_sample_rate must be in [0, 1], got {self.trace_sample_rate}")
+        if self.slo_ttft_ms <= 0 or self.slo_tpot_ms <= 0:
+            raise ValueError("SLO thresholds must be positive")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -78,6 +117,17 @@ class Settings:
             "milvus_uri": os.environ.get("SLUICE_MILVUS_URI") or None,
             "redis_url": os.environ.get("SLUICE_REDIS_URL") or None,
             "tiers_path": Path(os.environ.get("SLUICE_TIERS", base.tiers_path)),
+            "otlp_endpoint": os.environ.get("SLUICE_OTLP_ENDPOINT") or None,
+            "otlp_grpc_port": _env_int("SLUICE_OTLP_GRPC_PORT", base.otlp_grpc_port),
+            "otlp_http_port": _env_int("SLUICE_OTLP_HTTP_PORT", base.otlp_http_port),
+            "trace_sample_rate": _env_float("SLUICE_TRACE_SAMPLE_RATE", base.trace_sample_rate),
+            "trace_content": _env_bool("SLUICE_TRACE_CONTENT", base.trace_content),
+            "orchestrator_metrics_port": _env_int("SLUICE_ORCHESTRATOR_METRICS_PORT", base.orchestrator_metrics_port),
+            "safety_metrics_port": _env_int("SLUICE_SAFETY_METRICS_PORT", base.safety_metrics_port),
+            "retrieval_metrics_port": _env_int("SLUICE_RETRIEVAL_METRICS_PORT", base.retrieval_metrics_port),
+            "slo_ttft_ms": _env_float("SLUICE_SLO_TTFT_MS", base.slo_ttft_ms),
+            "slo_tpot_ms": _env_float("SLUICE_SLO_TPOT_MS", base.slo_tpot_ms),
+            "log_level": os.environ.get("SLUICE_LOG_LEVEL") or base.log_level,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -106,3 +156,19 @@ class Settings:
     @property
     def public_base_url(self) -> str:
         return f"http://{self.host}:{self.http_port}/v1"
+
+    @property
+    def otlp_target(self) -> str:
+        """Where services export spans (OTLP/gRPC host:port): SLUICE_OTLP_ENDPOINT, else the local receiver."""
+        endpoint = self.otlp_endpoint or f"{self.host}:{self.otlp_grpc_port}"
+        return endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
+
+    @property
+    def telemetry_url(self) -> str:
+        """The local receiver's HTTP base: OTLP/HTTP at /v1/traces, the trace query API at /api/traces."""
+        return f"http://{self.host}:{self.otlp_http_port}"
+
+    def metrics_port(self, component: str) -> int | None:
+        """The Prometheus port of a Sluice service process (None for a component without one)."""
+        return {"orchestrator": self.orchestrator_metrics_port, "safety": self.safety_metrics_port,
+                "retrieval": self.retrieval_metrics_port}.get(component)

@@ -244,15 +244,43 @@ def parse_retrieval(raw: Any) -> RetrievalOptions | None:
     return RetrievalOptions(tuple(dict.fromkeys(collections)), top_k)
 
 
+MAX_JSON_DEPTH = 64  # nesting of objects and arrays; deeper bodies would exhaust recursion (json, jsonschema)
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: JSON can spell what UTF-8 cannot
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_json_shape(body: Any, data: bytes) -> None:
+    """Refuses nesting deeper than MAX_JSON_DEPTH and strings holding lone surrogates (valid JSON escapes that no
+    UTF-8 encoder, tokenizer or protobuf string accepts). Each check runs only when the raw bytes make it possible."""
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        level, depth = [body], 1
+        while level:
+            if depth > MAX_JSON_DEPTH:
+                raise invalid(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.", None, "invalid_json")
+            level = [child for value in level for child in (value.values() if isinstance(value, dict) else value)
+                     if isinstance(child, dict | list)]
+            depth += 1
+    if _LONE_SURROGATE_ESCAPE.search(data):
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid("The JSON body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+                          "valid Unicode text.", None, "invalid_json") from None
+
+
 def parse_json_body(data: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = json.loads(data, parse_constant=_reject_constant)  # NaN / Infinity are not JSON
+    except (UnicodeDecodeError, ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
         raise invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                       "your HTTP library correctly. The OpenAI API expects a JSON payload.)", None,
                       "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    _check_json_shape(body, data)
     return body
 
 

@@ -21,6 +21,7 @@ from google.protobuf import empty_pb2
 from sluice.v1 import openai_pb2, openai_pb2_grpc
 
 from services.common.errors import ApiError, internal, model_not_found
+from services.common.telemetry import current_request
 from services.orchestrator.catalog import ModelCatalog
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request, parse_json_body
 from services.orchestrator.embeddings import EmbeddingsEndpoint
@@ -49,7 +50,8 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and value:
             return value
-    return str(uuid.uuid4())
+    state = current_request.get()  # the id the telemetry interceptor gave a call that came without one
+    return state.request_id if state is not None else str(uuid.uuid4())
 
 
 def _last_user_text(chat: ChatRequest | None) -> str | None:

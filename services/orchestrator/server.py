@@ -12,8 +12,10 @@ from grpc_reflection.v1alpha import reflection
 from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
 from services.common.db import create_db_engine
+from services.common.metrics import watch_in_flight
 from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
+from services.common.telemetry import server_interceptors
 from services.orchestrator.catalog import load_catalog
 from services.orchestrator.conversations.service import ConversationsService
 from services.orchestrator.conversations.store import ConversationStore
@@ -53,6 +55,7 @@ async def create_server(settings: Settings, address: str | None = None,
     catalog = load_catalog(settings)
     llm = llm or TritonLLM(settings.triton_grpc_url)
     router = Router(catalog, load_routing_policy(settings))
+    watch_in_flight(lambda: {name: health.in_flight for name, health in router.health.items()})  # queue depth
     generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default, router=router,
                           cache=ResponseCache(max_entries=settings.response_cache_entries,
                                               ttl_s=settings.response_cache_ttl_s))
@@ -63,7 +66,7 @@ async def create_server(settings: Settings, address: str | None = None,
     limiter = RedisLimiter(settings.redis_url) if settings.redis_url else InProcessLimiter()
     metering = Metering(limiter, usage, audit_log)
     auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
-    server = grpc.aio.server(interceptors=[auth],
+    server = grpc.aio.server(interceptors=[*server_interceptors("orchestrator", settings), auth],
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model

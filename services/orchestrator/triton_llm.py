@@ -18,6 +18,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.common.errors import ApiError, unavailable
+from services.common.telemetry import start_triton_call
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ class TritonLLM:
         away, a stop string matched) stops the request in the engine — TensorRT-LLM's `stop` request, then the
         last tokens are drained into `tally` — and cancels the gRPC stream if that takes too long."""
         model = model_name or self.model_name
-        triton_id = f"{request_id}:{uuid.uuid4().hex[:8]}"  # unique in the engine even if a client reuses ids
+        # Unique in the engine even if a client reuses ids; the trace context rides along (see common/telemetry.py)
+        call = start_triton_call(model, f"{request_id}:{uuid.uuid4().hex[:8]}", method="ModelStreamInfer")
+        triton_id = call.request_id
         tally = tally if tally is not None else TokenTally()
         inputs = build_inputs(prompt_ids, params)
         outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length"),
@@ -128,7 +131,7 @@ class TritonLLM:
         async def requests() -> AsyncIterator[dict]:
             yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
 
-        responses = self._client.stream_infer(requests())
+        responses = self._client.stream_infer(requests(), headers=call.headers)
         # A separate task reads the gRPC stream: cancelling the caller (a client that went away) must not cancel the
         # read, or the tokens already on their way would be lost to usage accounting.
         inbox: asyncio.Queue = asyncio.Queue()
@@ -146,16 +149,21 @@ class TritonLLM:
                     yield chunk
             # The request side is closed after one request, so Triton ends the stream after the final response.
             finished = True
+        except Exception as exc:
+            call.fail(exc)
+            raise
         finally:
             if not finished:
-                await self._stop_and_drain(model, triton_id, responses, inbox, tally)
+                await self._stop_and_drain(model, triton_id, responses, inbox, tally, call.headers)
             pump.cancel()
+            call.span.set_attribute("triton.output_tokens", tally.received)
+            call.end()
 
     async def _stop_and_drain(self, model: str, triton_id: str, responses, inbox: asyncio.Queue,
-                              tally: TokenTally) -> None:
+                              tally: TokenTally, headers: dict[str, str] | None = None) -> None:
         try:
             async with asyncio.timeout(STOP_DRAIN_TIMEOUT_S):
-                await self._send_stop(model, triton_id)
+                await self._send_stop(model, triton_id, headers)
                 while (item := await inbox.get()) is not _END:
                     result, error = _unwrap(item)
                     if error is not None:
@@ -168,7 +176,7 @@ class TritonLLM:
             log.warning("request %s: stop-and-drain did not complete (%r)", triton_id, exc)
         responses.cancel()  # Triton sees the cancellation within one engine step
 
-    async def _send_stop(self, model: str, triton_id: str) -> None:
+    async def _send_stop(self, model: str, triton_id: str, headers: dict[str, str] | None = None) -> None:
         async def stop_request() -> AsyncIterator[dict]:
             yield {"model_name": model, "request_id": triton_id, "inputs": [
                 _input("input_ids", np.zeros((1, 1), dtype=np.int32)),
@@ -176,7 +184,7 @@ class TritonLLM:
                 _input("request_output_len", np.ones((1, 1), dtype=np.int32)),
                 _input("stop", np.array([[True]], dtype=np.bool_))]}
 
-        async for _, error in self._client.stream_infer(stop_request()):
+        async for _, error in self._client.stream_infer(stop_request(), headers=headers):
             if error is not None:
                 raise error
 

@@ -3,7 +3,9 @@ whole when they fit, long paragraphs break between sentences, and consecutive ch
 sentences. Sizes are counted in the embedder's own tokens, so no chunk is silently truncated by the model.
 
 Each chunk's text starts with its heading path ("Guide > Install"), which gives both retrieval signals the context
-that the paragraph alone lacks.
+that the paragraph alone lacks. Each chunk also lists its sentences (heading path first, at most `MAX_UNITS`): one
+mean-pooled vector for a whole chunk blurs a detail that one sentence states, so the search scores a chunk by its best
+sentence too (services/retrieval/search.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 Counter = Callable[[list[str]], list[int]]
+MAX_UNITS = 12  # sentence windows per chunk; longer chunks merge neighbouring sentences into fewer windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Chunk:
     text: str  # heading path + body: what is embedded, indexed for BM25 and returned
     tokens: int
     heading: str  # "A > B", or "" before the first heading
+    units: tuple[str, ...] = ()  # heading path + sentence window, for fine-grained dense scoring; () for one sentence
 
 
 @dataclass(slots=True)
@@ -163,6 +167,22 @@ def _join(units: list[_Unit]) -> str:
     return text
 
 
+def _windows(group: list[_Unit], heading: str) -> tuple[str, ...]:
+    """The chunk's sentences, in at most MAX_UNITS windows of about equal tokens (a sentence goes to the window its
+    token midpoint falls in), each under the heading path."""
+    if len(group) < 2:
+        return ()
+    count = min(len(group), MAX_UNITS)
+    total = sum(u.tokens for u in group) or 1
+    windows: list[list[str]] = [[] for _ in range(count)]
+    seen = 0
+    for unit in group:
+        windows[min(count - 1, int((seen + unit.tokens / 2) / total * count))].append(unit.text)
+        seen += unit.tokens
+    prefix = f"{heading}\n\n" if heading else ""
+    return tuple(prefix + " ".join(w) for w in windows if w)
+
+
 def chunk_text(text: str, config: ChunkingConfig | None = None, count: Counter = count_tokens) -> list[Chunk]:
     config = config or ChunkingConfig()
     chunks: list[Chunk] = []
@@ -174,5 +194,6 @@ def chunk_text(text: str, config: ChunkingConfig | None = None, count: Counter =
             body = _join(group)
             tokens = sum(u.tokens for u in group)
             chunk_text_ = f"{section.heading}\n\n{body}" if section.heading else body
-            chunks.append(Chunk(len(chunks), chunk_text_, tokens + heading_tokens, section.heading))
+            chunks.append(Chunk(len(chunks), chunk_text_, tokens + heading_tokens, section.heading,
+                                _windows(group, section.heading)))
     return chunks

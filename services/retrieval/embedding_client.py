@@ -11,6 +11,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from services.common.telemetry import start_triton_call
 from services.retrieval.embedding_model import DIMENSIONS, TRITON_MODEL
 
 
@@ -44,10 +45,15 @@ class EmbeddingClient:
         tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput("embedding"), grpcclient.InferRequestedOutput("num_tokens")]
+        call = start_triton_call(self.model, attributes={"sluice.texts": len(texts)})
         try:
-            result = await self._get().infer(self.model, [tensor], outputs=outputs, client_timeout=self.timeout_s)
+            result = await self._get().infer(self.model, [tensor], outputs=outputs, client_timeout=self.timeout_s,
+                                             request_id=call.request_id, headers=call.headers)
         except InferenceServerException as exc:
+            call.fail(exc)
             raise EmbedderUnavailable(f"embedder: {exc.message() or exc}") from exc
+        finally:
+            call.end()
         return result.as_numpy("embedding"), result.as_numpy("num_tokens").reshape(-1)
 
     async def embed(self, texts: list[str]) -> Embeddings:

@@ -1,5 +1,7 @@
 """Retrieval evaluation on the corpus shipped with the tests (tests/data/retrieval_eval): ingest it through the
-retrieval service, ask every question in each mode, report recall@k and MRR (of the answering chunk, in the top k)."""
+retrieval service, ask every question in each mode, report recall@k and MRR (of the answering chunk, in the top k).
+
+The questions are split: retrieval settings are chosen on `tune`; `test` is held out and reported first."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from services.common.settings import REPO_ROOT, Settings
 
 CORPUS_DIR = REPO_ROOT / "tests" / "data" / "retrieval_eval"
 MODES = {"dense": retrieval_pb2.DENSE, "lexical": retrieval_pb2.LEXICAL, "hybrid": retrieval_pb2.HYBRID}
+SPLITS = ("test", "tune")  # the held-out split first
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +27,13 @@ class Score:
     p50_ms: float
 
 
-def load(corpus_dir: Path = CORPUS_DIR) -> tuple[list[dict], list[dict]]:
+def load(corpus_dir: Path = CORPUS_DIR, split: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Documents and questions (of one split, or all)."""
     def read(name: str) -> list[dict]:
         return [json.loads(line) for line in (corpus_dir / name).read_text().splitlines() if line.strip()]
 
-    return read("corpus.jsonl"), read("questions.jsonl")
+    questions = read("questions.jsonl")
+    return read("corpus.jsonl"), [q for q in questions if split is None or q["split"] == split]
 
 
 def ingest_corpus(stub: retrieval_pb2_grpc.RetrievalStub, collection: str, documents: list[dict],
@@ -59,20 +64,29 @@ def evaluate(stub: retrieval_pb2_grpc.RetrievalStub, collection: str, questions:
     return scores
 
 
+def format_table(split: str, questions: int, k: int, scores: dict[str, Score]) -> str:
+    title = "held-out" if split == "test" else "settings chosen on this split"
+    lines = [f"{split} split ({title}): {questions} questions",
+             f"{'mode':<8} {'recall@' + str(k):>9} {'MRR':>6} {'p50 ms':>7}"]
+    lines += [f"{mode:<8} {s.recall:>9.3f} {s.mrr:>6.3f} {s.p50_ms:>7.1f}" for mode, s in scores.items()]
+    return "\n".join(lines)
+
+
 def run_cli(k: int = 5, collection: str = "eval_corpus", settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
-    documents, questions = load()
+    documents, _ = load()
+    tables = []
     with grpc.insecure_channel(settings.retrieval_url) as channel:
         stub = retrieval_pb2_grpc.RetrievalStub(channel)
         try:
             summary = ingest_corpus(stub, collection, documents)
-            scores = evaluate(stub, collection, questions, k)
+            for split in SPLITS:
+                questions = load(split=split)[1]
+                tables.append(format_table(split, len(questions), k, evaluate(stub, collection, questions, k)))
         except grpc.RpcError as exc:
             print(f"sluice eval: retrieval service at {settings.retrieval_url}: {exc.code().name}: {exc.details()}",
                   file=sys.stderr)
             return 1
-    print(f"corpus: {len(documents)} documents ({summary.written} newly written), {len(questions)} questions, k={k}")
-    print(f"{'mode':<8} {'recall@' + str(k):>9} {'MRR':>6} {'p50 ms':>7}")
-    for mode, score in scores.items():
-        print(f"{mode:<8} {score.recall:>9.3f} {score.mrr:>6.3f} {score.p50_ms:>7.1f}")
+    print(f"corpus: {len(documents)} documents ({summary.written} newly written, {summary.chunks} chunks), k={k}")
+    print("\n\n".join(tables))
     return 0

@@ -1,7 +1,9 @@
 """Documents → chunks → embeddings → Milvus, idempotent by content hash.
 
 An unchanged document (same text, metadata and chunker) costs one small query and nothing else: no chunking, no
-embedding, no write. Documents are handled a group at a time so their chunks share embedding batches.
+embedding, no write. Documents are handled a group at a time so their chunks share embedding batches. Each chunk is
+embedded whole and per sentence window; the windows together are about as many tokens as the chunk, so this roughly
+doubles the embedding work of an ingest.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Indexer:
         self.store = store
         self.embedder = embedder
         self.config = config or ChunkingConfig()
-        self.version = f"v1:{self.config.max_tokens}:{self.config.overlap_tokens}"  # part of every content hash
+        # Part of every content hash: a new chunker (v2 added sentence windows) re-indexes documents on next ingest.
+        self.version = f"v2:{self.config.max_tokens}:{self.config.overlap_tokens}"
 
     async def index(self, tenant: str, documents: list[SourceDocument]) -> list[IndexResult]:
         plans = []
@@ -60,13 +63,16 @@ class Indexer:
                 continue
             chunks = await asyncio.to_thread(chunk_text, doc.text, self.config)
             plans.append((n, doc, digest, chunks, Outcome.REPLACED if existing else Outcome.WRITTEN))
-        texts = [c.text for _, _, _, chunks, _ in plans for c in chunks]
+        texts = [t for _, _, _, chunks, _ in plans for c in chunks for t in (c.text, *c.units)]
         vectors = (await self.embedder.embed(texts)).vectors
         offset = 0
         for n, doc, digest, chunks, outcome in plans:
-            rows = [ChunkRow(f"{doc.document_id}#{c.index}", doc.document_id, c.index, c.text, vectors[offset + i])
-                    for i, c in enumerate(chunks)]
-            offset += len(chunks)
+            rows = []
+            for c in chunks:
+                windows = vectors[offset + 1:offset + 1 + len(c.units)] if c.units else None
+                rows.append(ChunkRow(f"{doc.document_id}#{c.index}", doc.document_id, c.index, c.text,
+                                     vectors[offset], windows))
+                offset += 1 + len(c.units)
             await asyncio.to_thread(self.store.replace_document, doc.collection, tenant, doc.document_id, digest,
                                     rows, doc.metadata)
             results[n] = IndexResult(doc.document_id, outcome, len(rows))

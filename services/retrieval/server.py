@@ -12,6 +12,7 @@ from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
+from services.common.telemetry import server_interceptors
 from services.retrieval.embedding_client import EmbeddingClient
 from services.retrieval.embedding_model import counting_tokenizer
 from services.retrieval.indexer import Indexer
@@ -32,7 +33,8 @@ async def create_server(settings: Settings, address: str | None = None,
     await asyncio.to_thread(counting_tokenizer)  # load the tokenizer before declaring ourselves ready
     embedder = EmbeddingClient(settings.triton_grpc_url)
     service = RetrievalService(store, Indexer(store, embedder), HybridSearcher(store, embedder))
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    server = grpc.aio.server(interceptors=server_interceptors("retrieval", settings),
+                             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     retrieval_pb2_grpc.add_RetrievalServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
+from services.common.metrics import record_retrieval
 from services.retrieval.embedding_client import EmbedderUnavailable
 from services.retrieval.indexer import Indexer, Outcome, SourceDocument
 from services.retrieval.search import HybridSearcher, Mode
@@ -60,8 +61,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
         try:
             tenant = tenant_of(context)
             group: list[SourceDocument] = []
+            written: set[str] = set()
 
             async def flush() -> None:
+                written.update(doc.collection for doc in group)
                 for result in await self.indexer.index(tenant, group):
                     summary.results.add(document_id=result.document_id, outcome=_OUTCOMES[result.outcome],
                                         chunks=result.chunks)
@@ -79,6 +82,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
                     await flush()
             if group:
                 await flush()
+            for collection in sorted(written) if summary.written else ():
+                await asyncio.to_thread(self.store.flush, collection)
         except Exception as exc:
             await self._fail(context, exc)
         summary.seconds = time.perf_counter() - started
@@ -95,10 +100,12 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
             k = request.k or 5
             if not 1 <= k <= MAX_K:
                 raise InvalidRequest(f"k must be in [1, {MAX_K}]")
+            started = time.perf_counter()
             result = await self.searcher.search(request.collection, tenant, request.query, k, Mode(request.mode),
                                                 list(request.document_ids), dict(request.filter))
         except Exception as exc:
             await self._fail(context, exc)
+        record_retrieval(result.embed_ms / 1000, result.search_ms / 1000, time.perf_counter() - started)
         response = retrieval_pb2.SearchResponse(embed_ms=result.embed_ms, search_ms=result.search_ms)
         for hit in result.hits:
             response.hits.add(chunk_id=hit.chunk_id, document_id=hit.document_id, text=hit.text, score=hit.score,
@@ -110,6 +117,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
         try:
             deleted = await asyncio.to_thread(self.store.delete, request.collection, tenant_of(context),
                                               list(request.document_ids), dict(request.filter))
+            if deleted:
+                await asyncio.to_thread(self.store.flush, request.collection)
         except Exception as exc:
             await self._fail(context, exc)
         return retrieval_pb2.DeleteResponse(chunks_deleted=deleted)

@@ -9,6 +9,7 @@ import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
+from services.common.telemetry import start_triton_call
 from services.safety.categories import CLASSIFIER_CATEGORIES
 
 MODEL_NAME = "safety_classifier"
@@ -41,11 +42,16 @@ class TritonClassifier:
             return []
         tensor = InferInput("text", [len(texts), 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
+        call = start_triton_call(self.model_name, attributes={"sluice.texts": len(texts)})
         try:
             result = await self._client.infer(self.model_name, [tensor], outputs=[InferRequestedOutput("scores")],
-                                              client_timeout=self.timeout_s)
+                                              client_timeout=self.timeout_s, request_id=call.request_id,
+                                              headers=call.headers)
         except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all mean "no answer"
+            call.fail(exc)
             raise ClassifierUnavailable(f"{self.model_name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            call.end()
         matrix = result.as_numpy("scores")
         if matrix is None or matrix.shape != (len(texts), len(CLASSIFIER_CATEGORIES)):
             raise ClassifierUnavailable(f"{self.model_name}: unexpected output shape")

@@ -1,5 +1,6 @@
 """`sluice eval safety`: precision / recall / F1 per category and benign false-positive rate on
-tests/data/safety_eval.jsonl, reported separately for the tuning half and the held-out half; plus latency.
+tests/data/safety_eval.jsonl, reported separately for the tuning half (`tune`: detectors and thresholds were fitted
+on it) and the held-out half (`holdout`: the figures to quote), plus the issue's targets; latency with --bench.
 
 Prompts go through the input check; outputs stream through the StreamGuard in 4-character chunks. The classifier
 is the Triton model's own scorer run in-process (identical numbers), or the Triton model itself with --triton.
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,8 @@ async def evaluate(classifier: Classifier, path: Path = EVAL_SET, verbose: bool 
         chosen = [item for item in items if item.split == split]
         predictions = [await predict(classifier, policy, item) for item in chosen]
         table, metrics = report(chosen, predictions)
-        print(f"\n== {split} half ({len(chosen)} items) ==\n{table}")
+        title = "held-out half: the figures to report" if split == "holdout" else "tuning half: rules were fitted here"
+        print(f"\n== {split} ({len(chosen)} items; {title}) ==\n{table}")
         if verbose and split == "tune":  # errors are shown for the tuning half only
             for item, got in zip(chosen, predictions, strict=True):
                 if _coarse(got) != _coarse(item.labels):
@@ -109,65 +109,34 @@ async def evaluate(classifier: Classifier, path: Path = EVAL_SET, verbose: bool 
     return results
 
 
-BENCH_PROMPT = ("I'm planning a two-week trip through Portugal and Spain next spring with my partner. We like "
-                "food, architecture and short hikes, and we'd rather take trains than rent a car. Could you suggest "
-                "a route that starts in Lisbon and ends in Barcelona, with two or three nights in each place, and "
-                "tell us which cities are worth a day trip? We also want to know roughly how much the trains cost, "
-                "whether we should book them in advance, and which neighbourhoods are quiet but central enough to "
-                "walk everywhere. My partner is vegetarian, so restaurant tips that work for both of us would be "
-                "great. We will arrive on a Friday evening, so please plan the first day lightly. Finally, what "
-                "should we pack for the weather in April, and are there any festivals or holidays then that might "
-                "make hotels more expensive or museums close? Thanks a lot for your help, we're really excited!!")
+# The issue's targets, checked on the held-out half.
+TARGETS = (("benign false-positive rate", lambda m: m["benign"]["fpr"], "<", 0.02),
+           ("PII recall", lambda m: m["pii"]["recall"], ">=", 0.9),
+           ("toxicity recall", lambda m: m["toxicity"]["recall"], ">=", 0.9))
 
 
-async def bench(address: str, requests: int = 200) -> dict[str, float]:
-    """Input-check latency through the real service (gRPC + Triton) and output moderation cost per token."""
-    import grpc
-    from sluice.v1 import chat_pb2, safety_pb2, safety_pb2_grpc
-
-    prompt = (BENCH_PROMPT * 2)[:1000]
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = safety_pb2_grpc.SafetyStub(channel)
-        request = safety_pb2.CheckInputRequest(messages=[chat_pb2.Message(role="user", content=prompt)])
-        for _ in range(10):
-            await stub.CheckInput(request)
-        samples = []
-        for _ in range(requests):
-            started = time.perf_counter()
-            await stub.CheckInput(request)
-            samples.append((time.perf_counter() - started) * 1000)
-        answer = (BENCH_PROMPT * 3)[:2000]
-        chunks = [answer[i:i + CHUNK] for i in range(0, len(answer), CHUNK)]
-
-        async def out_stream():
-            for i, chunk in enumerate(chunks):
-                yield safety_pb2.OutputChunk(text=chunk, request_id="bench" if i == 0 else "")
-
-        emitted = []
-        started = time.perf_counter()
-        async for decision in stub.CheckOutput(out_stream()):
-            emitted.append(decision.text)
-        stream_ms = (time.perf_counter() - started) * 1000
-    samples.sort()
-    return {"input_p50_ms": statistics.median(samples), "input_p99_ms": samples[int(len(samples) * 0.99) - 1],
-            "output_ms_per_token": stream_ms / len(chunks), "output_tokens": len(chunks),
-            "output_intact": float("".join(emitted) == answer)}
+def check_targets(metrics: dict[str, dict[str, float]]) -> list[str]:
+    lines = []
+    for name, get, op, bound in TARGETS:
+        value = get(metrics)
+        ok = value < bound if op == "<" else value >= bound
+        lines.append(f"{'met' if ok else 'MISSED':>6}  {name} {value:.3f} (target {op} {bound})")
+    return lines
 
 
 def main(triton: str | None, verbose: bool, bench_address: str | None) -> int:
     async def run() -> int:
         classifier: Classifier = TritonClassifier(triton) if triton else LocalClassifier()
         try:
-            await evaluate(classifier, verbose=verbose)
+            results = await evaluate(classifier, verbose=verbose)
         finally:
             await classifier.close()
+        print("\n== targets (held-out half) ==\n" + "\n".join(check_targets(results["holdout"])))
         if bench_address:
-            numbers = await bench(bench_address)
-            print(f"\n== latency via {bench_address} ==")
-            print(f"input check, 1,000-character prompt: p50 {numbers['input_p50_ms']:.2f} ms, "
-                  f"p99 {numbers['input_p99_ms']:.2f} ms")
-            print(f"output moderation: {numbers['output_ms_per_token']:.3f} ms per token "
-                  f"({numbers['output_tokens']} tokens of {CHUNK} characters, streamed over one gRPC stream)")
+            from services.bench.safety_bench import format_report, measure
+
+            print(f"\n== latency via {bench_address} (sluice bench safety) ==")
+            print(format_report(await measure(bench_address, triton_url=triton)))
         return 0
 
     return asyncio.run(run())

@@ -1,7 +1,8 @@
 """Per-tenant safety policies: thresholds, actions, allow and deny lists, and what to do when checks fail.
 
-Policies are looked up through `PolicyStore`; `InMemoryPolicyStore` serves built-in defaults and explicitly
-registered policies. A database-backed store (tenancy, [S4]) implements the same interface later.
+Policies are looked up through `PolicyStore`: `InMemoryPolicyStore` serves built-in defaults and explicitly
+registered policies; `policy_db.DbPolicyStore` reads the `safety_policies` table (one row per tenant). On disk and in
+the database a policy is the mapping `policy_to_dict` writes; `policy_from_dict` validates one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.safety.categories import (
     ALL_CATEGORIES,
@@ -48,6 +49,10 @@ DEFAULT_ACTIONS: dict[str, PolicyAction] = {
 
 class PolicyError(ValueError):
     pass
+
+
+class PolicyUnavailable(RuntimeError):
+    """A tenant's policy cannot be read (database down, a corrupt row): the check fails closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +113,71 @@ def _union(patterns: tuple[str, ...], policy_id: str) -> re.Pattern[str] | None:
         raise PolicyError(f"policy {policy_id!r}: invalid allow/deny pattern: {exc}") from None
 
 
+POLICY_FIELDS = ("thresholds", "actions", "allow_list", "deny_list", "fail_mode")
+
+
+def policy_to_dict(policy: SafetyPolicy) -> dict[str, Any]:
+    """The policy's own settings (overrides of the defaults), in the shape `policy_from_dict` reads."""
+    return {"thresholds": dict(policy.thresholds),
+            "actions": {k: str(PolicyAction(v)) for k, v in policy.actions.items()},
+            "allow_list": list(policy.allow_list), "deny_list": list(policy.deny_list),
+            "fail_mode": str(policy.fail_mode)}
+
+
+def effective_settings(policy: SafetyPolicy) -> dict[str, Any]:
+    """Every category's threshold and action as applied (defaults filled in), for display."""
+    return {"thresholds": {c: policy.threshold(c) for c in ALL_CATEGORIES},
+            "actions": {c: str(policy.action(c)) for c in ALL_CATEGORIES},
+            "allow_list": list(policy.allow_list), "deny_list": list(policy.deny_list),
+            "fail_mode": str(policy.fail_mode)}
+
+
+def policy_from_dict(policy_id: str, data: object) -> SafetyPolicy:
+    """Validates a policy mapping (from YAML or the database). Raises PolicyError naming what is wrong."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"policy {policy_id!r}: expected a mapping of {', '.join(POLICY_FIELDS)}")
+    unknown = sorted(set(data) - set(POLICY_FIELDS))
+    if unknown:
+        raise PolicyError(f"policy {policy_id!r}: unknown field(s) {', '.join(map(str, unknown))}; "
+                          f"expected {', '.join(POLICY_FIELDS)}")
+    thresholds = _mapping(policy_id, data, "thresholds")
+    for category, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyError(f"policy {policy_id!r}: threshold for {category!r} must be a number, got {value!r}")
+    # YAML 1.1 reads a bare `off` as false; that is what the author meant.
+    actions = {k: ("off" if v is False else v) for k, v in _mapping(policy_id, data, "actions").items()}
+    lists = {}
+    for name in ("allow_list", "deny_list"):
+        value = data.get(name) or []
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+            raise PolicyError(f"policy {policy_id!r}: {name} must be a list of non-empty regular expressions")
+        lists[name] = tuple(value)
+    fail_mode = data.get("fail_mode", FailMode.CLOSED)
+    try:
+        fail_mode = FailMode(fail_mode)
+    except ValueError:
+        raise PolicyError(f"policy {policy_id!r}: fail_mode must be one of "
+                          f"{', '.join(m.value for m in FailMode)}, got {fail_mode!r}") from None
+    return SafetyPolicy(id=policy_id, thresholds={k: float(v) for k, v in thresholds.items()},
+                        actions={k: str(v) for k, v in actions.items()}, fail_mode=fail_mode, **lists)
+
+
+def _mapping(policy_id: str, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise PolicyError(f"policy {policy_id!r}: {name} must map category names to values")
+    return value
+
+
 class PolicyStore(Protocol):
     async def get(self, policy_id: str) -> SafetyPolicy:
-        """The policy for `policy_id`; the default policy for an empty or unknown id."""
+        """The policy for `policy_id`; the default policy for an empty or unknown id. Raises PolicyUnavailable
+        when it cannot be known."""
         ...
+
+    async def close(self) -> None: ...
 
 
 class InMemoryPolicyStore:
@@ -125,3 +191,6 @@ class InMemoryPolicyStore:
 
     async def get(self, policy_id: str) -> SafetyPolicy:
         return self._policies.get(policy_id, self.default) if policy_id else self.default
+
+    async def close(self) -> None:
+        return None

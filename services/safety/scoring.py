@@ -15,6 +15,7 @@ import numpy as np
 
 from services.safety.categories import CLASSIFIER_CATEGORIES
 from services.safety.detectors.lexicon import lexicon_scores
+from services.safety.detectors.target import has_target
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,9 @@ _PROBES = ("you are a stupid idiot", "kill the process and restart it", "what a 
            "go to hell you worthless piece of shit", "")
 _LEET = str.maketrans({"@": "a", "$": "s", "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"})
 _OBFUSCATED = re.compile(r"\b\w*[@$0-9*]\w*\b")
+# Profanity with nobody to aim at ("this damn printer") is swearing, not abuse: its score is scaled by this factor,
+# which keeps it below any toxicity threshold above 0.7 (the default is 0.8). Chosen on the tuning split.
+UNTARGETED_WEIGHT = 0.7
 
 
 class ToxicityModel:
@@ -62,7 +66,8 @@ class ToxicityModel:
 
 
 class CategoryScorer:
-    """Text → scores in CLASSIFIER_CATEGORIES order."""
+    """Text → scores in CLASSIFIER_CATEGORIES order. Toxicity is the profanity model's probability (discounted for
+    text that targets no one, see detectors/target.py) or the harassment phrases', whichever is higher."""
 
     def __init__(self) -> None:
         self.toxicity = ToxicityModel()
@@ -79,6 +84,8 @@ class CategoryScorer:
         if changed:
             plain[changed] = np.maximum(plain[changed], self.toxicity.predict([deleeted[i] for i in changed]))
         for row, text in enumerate(texts):
+            if not (has_target(text) or has_target(deleeted[row])):
+                plain[row] *= UNTARGETED_WEIGHT
             lexicon = lexicon_scores(text)
             for col, category in enumerate(CLASSIFIER_CATEGORIES):
                 value = lexicon.get(category, 0.0)

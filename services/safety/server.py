@@ -11,11 +11,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
+from services.common.metrics import record_safety
 from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
+from services.common.telemetry import server_interceptors
 from services.safety.checker import check_messages
 from services.safety.classifier_client import Classifier, ClassifierUnavailable, TritonClassifier
-from services.safety.policy import InMemoryPolicyStore, PolicyStore
+from services.safety.policy import PolicyStore, PolicyUnavailable, SafetyPolicy
+from services.safety.policy_db import store_for_url
 from services.safety.stream_guard import GuardDecision, StreamGuard
 from services.safety.verdict import category_proto, span_proto
 
@@ -35,15 +38,28 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         self.classifier = classifier
         self.policies = policies
 
+    async def _policy(self, policy_id: str, request_id: str, context: grpc.aio.ServicerContext) -> SafetyPolicy:
+        try:
+            return await self.policies.get(policy_id)
+        except PolicyUnavailable as exc:  # fail closed: the orchestrator answers 503
+            log.warning("request %s: %s", request_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety policy is unavailable")
+            raise  # abort raises; this only tells type checkers so
+
+    async def close(self) -> None:
+        await self.policies.close()
+        await self.classifier.close()
+
     async def CheckInput(self, request: safety_pb2.CheckInputRequest,
                          context: grpc.aio.ServicerContext) -> safety_pb2.Verdict:
         started = time.perf_counter()
-        policy = await self.policies.get(request.policy_id)
+        policy = await self._policy(request.policy_id, request.request_id, context)
         try:
             verdict = await check_messages(self.classifier, policy, [(m.role, m.content) for m in request.messages])
         except ClassifierUnavailable as exc:
             log.warning("request %s: classifier unavailable: %s", request.request_id, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+        record_safety("input", verdict.action.name.lower(), verdict.triggered, time.perf_counter() - started)
         if verdict.triggered:  # ids and categories only, never the text
             log.info("request %s: %s %s (%.1f ms)", request.request_id, verdict.action.name,
                      ",".join(verdict.triggered), (time.perf_counter() - started) * 1000)
@@ -56,9 +72,12 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         try:
             async for chunk in request_iterator:
                 if guard is None:
-                    guard = StreamGuard(self.classifier, await self.policies.get(chunk.policy_id))
                     request_id = chunk.request_id
+                    guard = StreamGuard(self.classifier, await self._policy(chunk.policy_id, request_id, context))
                 decision = await guard.feed(chunk.text)
+                record_safety("output", decision.action.name.lower(),
+                              [c.category for c in decision.categories if c.triggered] or
+                              [f.category for f in decision.findings])
                 yield _decision_proto(decision)
                 if guard.stopped:
                     log.info("request %s: output stopped (%s)", request_id,
@@ -72,12 +91,14 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
 
 
 async def create_server(settings: Settings, address: str | None = None, classifier: Classifier | None = None,
-                        policies: PolicyStore | None = None) -> tuple[grpc.aio.Server, int, Classifier]:
-    """Builds and starts the server. `address` may use port 0 (tests); returns the bound port."""
-    classifier = classifier or TritonClassifier(settings.triton_grpc_url)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
-    safety_pb2_grpc.add_SafetyServicer_to_server(SafetyService(classifier, policies or InMemoryPolicyStore()),
-                                                 server)
+                        policies: PolicyStore | None = None) -> tuple[grpc.aio.Server, int, SafetyService]:
+    """Builds and starts the server. `address` may use port 0 (tests); returns the bound port. Policies come from
+    the database at Settings.db_url unless a store is given."""
+    service = SafetyService(classifier or TritonClassifier(settings.triton_grpc_url),
+                            policies or store_for_url(settings.db_url))
+    server = grpc.aio.server(interceptors=server_interceptors("safety", settings),
+                             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    safety_pb2_grpc.add_SafetyServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -87,15 +108,15 @@ async def create_server(settings: Settings, address: str | None = None, classifi
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port, classifier
+    return server, port, service
 
 
 async def serve(settings: Settings, grace_seconds: float) -> None:
-    server, port, classifier = await create_server(settings)
+    server, port, service = await create_server(settings)
     log.info("safety service listening on %s:%d", settings.host, port)
     await wait_for_stop_signal()
     await server.stop(grace_seconds)
-    await classifier.close()
+    await service.close()
 
 
 def main() -> None:

@@ -33,6 +33,20 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+def _otlp_address(target: str) -> dict[str, object]:
+    """`host:port` of the OTLP/gRPC collector Envoy's tracer exports to."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"the OTLP endpoint must be host:port, got {target!r}")
+    return {"otlp_address": json.dumps(host.strip("[]")), "otlp_port": _port("otlp port", int(port))}
+
+
+def _sampling_percent(share: float) -> float:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"trace sampling must be in [0, 1], got {share!r}")
+    return round(share * 100, 4)
+
+
 def render_envoy_config(
     *,
     listen_port: int,
@@ -42,6 +56,8 @@ def render_envoy_config(
     out_path: Path,
     local_rps: int = 1000,
     max_request_bytes: int = 4 * 1024 * 1024,
+    otlp_target: str = "127.0.0.1:4317",
+    trace_sampling: float = 1.0,
 ) -> Path:
     """Write a complete Envoy v3 bootstrap to `out_path` and return that path.
 
@@ -58,6 +74,8 @@ def render_envoy_config(
         "local_rps": _positive("local_rps", local_rps),
         "max_request_bytes": _positive("max_request_bytes", max_request_bytes),
         "max_response_bytes": max(MAX_RESPONSE_BYTES, max_request_bytes),
+        **_otlp_address(otlp_target),
+        "trace_sampling_percent": _sampling_percent(trace_sampling),
         "lua_source": textwrap.indent(lua.rstrip("\n"), _LUA_INDENT, lambda line: True),
     }
     rendered = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)

@@ -20,7 +20,7 @@ from pathlib import Path
 from services.cli.protos import GEN_ROOT
 from services.common.settings import Settings
 from services.supervisor.envoy_config import render_envoy_config
-from services.supervisor.health import envoy_ready, grpc_serving, triton_ready
+from services.supervisor.health import envoy_ready, grpc_serving, http_ok, triton_ready
 from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
 from services.supervisor.repository import render_repository
 from services.supervisor.triton import prepare_backends, triton_command, triton_env
@@ -54,6 +54,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_DATABASE_URL": settings.db_url,
         "SLUICE_REDIS_URL": settings.redis_url or "",
         "SLUICE_TIERS": str(settings.tiers_path),
+        "SLUICE_OTLP_ENDPOINT": settings.otlp_endpoint or "",
+        "SLUICE_OTLP_GRPC_PORT": str(settings.otlp_grpc_port),
+        "SLUICE_OTLP_HTTP_PORT": str(settings.otlp_http_port),
+        "SLUICE_TRACE_SAMPLE_RATE": str(settings.trace_sample_rate),
+        "SLUICE_TRACE_CONTENT": "1" if settings.trace_content else "0",
+        "SLUICE_ORCHESTRATOR_METRICS_PORT": str(settings.orchestrator_metrics_port),
+        "SLUICE_SAFETY_METRICS_PORT": str(settings.safety_metrics_port),
+        "SLUICE_RETRIEVAL_METRICS_PORT": str(settings.retrieval_metrics_port),
+        "SLUICE_SLO_TTFT_MS": str(settings.slo_ttft_ms),
+        "SLUICE_SLO_TPOT_MS": str(settings.slo_tpot_ms),
+        "SLUICE_LOG_LEVEL": settings.log_level,
     })
     return env
 
@@ -76,7 +87,9 @@ class Stack:
         return {"Envoy listener": s.http_port, "Envoy admin": s.envoy_admin_port,
                 "orchestrator": s.orchestrator_port, "Triton HTTP": s.triton_http_port,
                 "Triton gRPC": s.triton_grpc_port, "Triton metrics": s.triton_metrics_port,
-                "safety": s.safety_port, "retrieval": s.retrieval_port}
+                "safety": s.safety_port, "retrieval": s.retrieval_port, "OTLP gRPC receiver": s.otlp_grpc_port,
+                "OTLP HTTP receiver": s.otlp_http_port, "orchestrator metrics": s.orchestrator_metrics_port,
+                "safety metrics": s.safety_metrics_port, "retrieval metrics": s.retrieval_metrics_port}
 
     def _build_processes(self) -> list[tuple[ManagedProcess, object]]:
         s = self.settings
@@ -88,8 +101,13 @@ class Stack:
             raise StackError(f"{descriptor} is missing: run `make protos` (or `sluice protos`) first")
         envoy_yaml = render_envoy_config(listen_port=s.http_port, admin_port=s.envoy_admin_port,
                                          orchestrator_port=s.orchestrator_port, descriptor_path=descriptor,
-                                         out_path=s.run_dir / "envoy.yaml")
+                                         out_path=s.run_dir / "envoy.yaml", otlp_target=s.otlp_target,
+                                         trace_sampling=s.trace_sample_rate)
         envoy_bin = Path(sys.executable).parent / "envoy"
+        # The OTLP receiver comes first so no span is lost; Triton always exports to it (it repairs Triton's traces
+        # and forwards them when SLUICE_OTLP_ENDPOINT names another collector).
+        telemetry = ManagedProcess("telemetry", [sys.executable, "-m", "services.telemetry.server"],
+                                   self.log_dir / "telemetry.log", env=settings_env(s))
         triton = ManagedProcess("triton", triton_command(s, repository, backends), self.log_dir / "triton.log",
                                 env=triton_env())
         safety = ManagedProcess("safety", [sys.executable, "-m", "services.safety.server"],
@@ -103,6 +121,7 @@ class Stack:
                                          "--log-level", "warn", "--file-flush-interval-msec", "500"],
                                self.log_dir / "envoy.log")
         return [
+            (telemetry, lambda: http_ok(f"{s.telemetry_url}/health")),
             (triton, lambda: triton_ready(s.host, s.triton_http_port)),
             (safety, lambda: grpc_serving(f"{s.host}:{s.safety_port}")),
             (retrieval, lambda: grpc_serving(s.retrieval_url)),
@@ -273,6 +292,7 @@ def status(settings: Settings | None = None) -> int:
         return 3
     s = settings
     checks = {
+        "telemetry": http_ok(f"{s.telemetry_url}/health"),
         "triton": triton_ready(s.host, s.triton_http_port),
         "safety": grpc_serving(f"{s.host}:{s.safety_port}"),
         "retrieval": grpc_serving(s.retrieval_url),

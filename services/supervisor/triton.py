@@ -62,4 +62,20 @@ def triton_command(settings: Settings, repository: Path, backends: Path) -> list
         "--log-verbose=0",
         # A unique shared-memory prefix per server, so several servers (tests, replicas) can coexist.
         f"--backend-config=python,shm-region-prefix-name=sluice{settings.triton_grpc_port}x{os.getpid()}",
+        *trace_flags(settings),
     ]
+
+
+def trace_flags(settings: Settings) -> list[str]:
+    """Triton's OpenTelemetry mode, exporting OTLP/HTTP JSON to Sluice's receiver (which repairs the traces that
+    did not adopt the caller's context and forwards them where SLUICE_OTLP_ENDPOINT says). Every request is traced
+    (rate=1): a request whose traceparent Triton failed to read must still produce spans to repair; the receiver
+    drops those of unsampled callers. Off when the sample rate is 0."""
+    if settings.trace_sample_rate <= 0:
+        return []
+    return [f"--trace-config={setting}" for setting in (
+        "mode=opentelemetry", "rate=1", "count=-1", "level=TIMESTAMPS",
+        f"opentelemetry,url={settings.telemetry_url}/v1/traces",
+        "opentelemetry,resource=service.name=triton",
+        "opentelemetry,bsp_schedule_delay=500",
+    )]

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from services.common.settings import Settings
+from services.orchestrator.tenancy.dev_key import key_file
 from services.supervisor.stack import settings_env
 from tests.conftest import DEMO_MODEL, stack_settings
 
@@ -40,7 +41,10 @@ def test_detached_stack_up_status_down(tmp_path: Path) -> None:
     print(f"\n[measure] sluice up --detach → ready in {ready_seconds:.1f} s")
     assert settings.public_base_url in up.stdout
     try:
-        models = httpx.get(f"{settings.public_base_url}/models", timeout=10).json()
+        key = key_file(settings).read_text().strip()  # the dev tenant's key, printed in the banner
+        assert key in up.stdout
+        models = httpx.get(f"{settings.public_base_url}/models", timeout=10,
+                           headers={"Authorization": f"Bearer {key}"}).json()
         assert models["data"][0]["id"] == settings.model_name
         status = _run(["status"], settings, timeout=30)
         process_lines = status.stdout.splitlines()[1:]

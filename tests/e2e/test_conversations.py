@@ -23,13 +23,18 @@ def channel(stack: Settings):
 
 
 @pytest.fixture(scope="module")
+def auth(api_key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+@pytest.fixture(scope="module")
 def stub(channel: grpc.Channel) -> conversations_pb2_grpc.ConversationsStub:
     return conversations_pb2_grpc.ConversationsStub(channel)
 
 
-def send(stub, conversation_id: str, content: str, sampling: chat_pb2.SamplingParams = GREEDY):
+def send(stub, auth, conversation_id: str, content: str, sampling: chat_pb2.SamplingParams = GREEDY):
     events = list(stub.Send(conversations_pb2.SendMessageRequest(
-        conversation_id=conversation_id, content=content, sampling=sampling), timeout=120))
+        conversation_id=conversation_id, content=content, sampling=sampling), timeout=120, metadata=auth))
     assert events[0].WhichOneof("event") == "start" and events[-1].WhichOneof("event") == "finish"
     return "".join(e.delta.content for e in events[1:-1]), events[-1].finish
 
@@ -40,15 +45,15 @@ def test_the_service_is_healthy_through_envoy(channel: grpc.Channel) -> None:
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_multi_turn_conversation_is_stored_and_uses_earlier_turns(stub, stack: Settings, demo_tokenizer) -> None:
+def test_multi_turn_conversation_is_stored_and_uses_earlier_turns(stub, auth, stack: Settings, demo_tokenizer) -> None:
     created = stub.Create(conversations_pb2.CreateConversationRequest(model=stack.model_name, title="names",
-                                                                      user="e2e-user"), timeout=10)
+                                                                      user="e2e-user"), timeout=10, metadata=auth)
     assert created.id and created.model == stack.model_name and not created.messages
-    first, first_finish = send(stub, created.id, "Hi, my name is Talia.")
-    second, second_finish = send(stub, created.id, "What is my name?")
+    first, first_finish = send(stub, auth, created.id, "Hi, my name is Talia.")
+    second, second_finish = send(stub, auth, created.id, "What is my name?")
     assert "Talia" in second, f"the reply does not use the earlier turn: {second!r}"
 
-    got = stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10)
+    got = stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10, metadata=auth)
     assert [(m.position, m.role, m.content) for m in got.messages] == [
         (0, "user", "Hi, my name is Talia."), (1, "assistant", first),
         (2, "user", "What is my name?"), (3, "assistant", second)]
@@ -63,23 +68,24 @@ def test_multi_turn_conversation_is_stored_and_uses_earlier_turns(stub, stack: S
     history = [{"role": m.role, "content": m.content} for m in got.messages[:3]]
     assert second_finish.usage.prompt_tokens == len(demo_tokenizer.encode_chat(history))  # the whole history
 
-    listed = stub.List(conversations_pb2.ListConversationsRequest(user="e2e-user"), timeout=10)
+    listed = stub.List(conversations_pb2.ListConversationsRequest(user="e2e-user"), timeout=10, metadata=auth)
     assert listed.conversations[0].id == created.id and not listed.conversations[0].messages
     assert listed.conversations[0].updated >= created.created
 
-    stub.Delete(conversations_pb2.DeleteConversationRequest(id=created.id), timeout=10)
+    stub.Delete(conversations_pb2.DeleteConversationRequest(id=created.id), timeout=10, metadata=auth)
     with pytest.raises(grpc.RpcError) as info:
-        stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10)
+        stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10, metadata=auth)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    listed = stub.List(conversations_pb2.ListConversationsRequest(user="e2e-user"), timeout=10)
+    listed = stub.List(conversations_pb2.ListConversationsRequest(user="e2e-user"), timeout=10, metadata=auth)
     assert created.id not in [c.id for c in listed.conversations]
 
 
-def test_a_client_that_hangs_up_leaves_an_incomplete_reply(stub, stack: Settings) -> None:
-    created = stub.Create(conversations_pb2.CreateConversationRequest(model=stack.model_name), timeout=10)
+def test_a_client_that_hangs_up_leaves_an_incomplete_reply(stub, auth, stack: Settings) -> None:
+    created = stub.Create(conversations_pb2.CreateConversationRequest(model=stack.model_name), timeout=10,
+                          metadata=auth)
     sampling = chat_pb2.SamplingParams(max_tokens=400, min_tokens=400, temperature=1.0, seed=7)
     call = stub.Send(conversations_pb2.SendMessageRequest(conversation_id=created.id, content="Tell me a long story.",
-                                                          sampling=sampling), timeout=120)
+                                                          sampling=sampling), timeout=120, metadata=auth)
     received, tokens = [], 0
     for event in call:
         if event.WhichOneof("event") == "delta":
@@ -91,7 +97,7 @@ def test_a_client_that_hangs_up_leaves_an_incomplete_reply(stub, stack: Settings
 
     deadline = time.monotonic() + 15
     while True:
-        messages = stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10).messages
+        messages = stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10, metadata=auth).messages
         if len(messages) == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -103,22 +109,24 @@ def test_a_client_that_hangs_up_leaves_an_incomplete_reply(stub, stack: Settings
     assert reply.finish_reason == chat_pb2.FINISH_REASON_UNSPECIFIED
 
 
-def test_errors_are_grpc_statuses_and_store_nothing(stub, stack: Settings) -> None:
+def test_errors_are_grpc_statuses_and_store_nothing(stub, auth, stack: Settings) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        stub.Create(conversations_pb2.CreateConversationRequest(model="nope"), timeout=10)
+        stub.Create(conversations_pb2.CreateConversationRequest(model="nope"), timeout=10, metadata=auth)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as info:
-        send(stub, "no-such-conversation", "hello")
+        send(stub, auth, "no-such-conversation", "hello")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
     created = stub.Create(conversations_pb2.CreateConversationRequest(model=stack.model_name,
-                                                                      system_prompt="You are terse."), timeout=10)
+                                                                      system_prompt="You are terse."),
+                          timeout=10, metadata=auth)
     assert created.system_prompt == "You are terse."
     with pytest.raises(grpc.RpcError) as info:
-        send(stub, created.id, "word " * 20000)
+        send(stub, auth, created.id, "word " * 20000)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "maximum context length" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
-        send(stub, created.id, "")
+        send(stub, auth, created.id, "")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert not stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10).messages
+    got = stub.Get(conversations_pb2.GetConversationRequest(id=created.id), timeout=10, metadata=auth)
+    assert not got.messages

@@ -13,8 +13,8 @@ MODEL = "all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
 
 
 def test_listed_in_models(client: openai.OpenAI) -> None:
@@ -43,7 +43,7 @@ def test_base64_decodes_to_the_same_floats(client: openai.OpenAI) -> None:
         np.testing.assert_allclose(p.embedding, f.embedding, rtol=0, atol=1e-7)
 
 
-def test_unknown_model_is_404_and_bad_input_is_400(client: openai.OpenAI, stack: Settings) -> None:
+def test_unknown_model_is_404_and_bad_input_is_400(client: openai.OpenAI, stack: Settings, api_key: str) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert missing.value.body["code"] == "model_not_found"
@@ -54,5 +54,5 @@ def test_unknown_model_is_404_and_bad_input_is_400(client: openai.OpenAI, stack:
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model=MODEL, input="x", dimensions=128)
     raw = httpx.post(f"{stack.public_base_url}/embeddings", content=b"{not json", timeout=30,
-                     headers={"content-type": "application/json"})
+                     headers={"content-type": "application/json", "authorization": f"Bearer {api_key}"})
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"

@@ -13,8 +13,8 @@ HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
 
 
 def test_both_sizes_are_listed_and_served(client: openai.OpenAI) -> None:

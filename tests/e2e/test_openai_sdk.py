@@ -15,8 +15,8 @@ HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
 
 
 def test_models_list_names_the_served_model(client: openai.OpenAI, stack: Settings) -> None:
@@ -130,9 +130,9 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"", b"\xff\xfe", b'"a string"'])
-def test_malformed_bodies_give_400_json(stack: Settings, body: bytes) -> None:
+def test_malformed_bodies_give_400_json(stack: Settings, api_key: str, body: bytes) -> None:
     reply = httpx.post(f"{stack.public_base_url}/chat/completions", content=body,
-                       headers={"content-type": "application/json"}, timeout=10)
+                       headers={"content-type": "application/json", "authorization": f"Bearer {api_key}"}, timeout=10)
     assert reply.status_code == 400
     assert reply.headers["content-type"].startswith("application/json")
     assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
@@ -145,11 +145,12 @@ def test_context_length_exceeded_is_a_clear_400(client: openai.OpenAI, stack: Se
     assert info.value.body["code"] == "context_length_exceeded"
 
 
-def test_sse_frames_arrive_incrementally(stack: Settings) -> None:
+def test_sse_frames_arrive_incrementally(stack: Settings, api_key: str) -> None:
     body = {"model": stack.model_name, "messages": HELLO, "stream": True, "max_tokens": 200, "min_tokens": 200}
     arrivals: list[float] = []
     start = time.monotonic()
-    with httpx.stream("POST", f"{stack.public_base_url}/chat/completions", json=body, timeout=60) as reply:
+    with httpx.stream("POST", f"{stack.public_base_url}/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {api_key}"}) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         for line in reply.iter_lines():
@@ -172,11 +173,12 @@ def _engine_metric(stack: Settings, name: str, labels: str = "") -> float:
     return total
 
 
-def test_client_disconnect_stops_generation_in_triton(stack: Settings) -> None:
+def test_client_disconnect_stops_generation_in_triton(stack: Settings, api_key: str) -> None:
     before_cancelled = _engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"')
     tokens_before = _engine_metric(stack, "sluice_engine_output_tokens_total")
     body = {"model": stack.model_name, "messages": HELLO, "stream": True, "max_tokens": 400, "min_tokens": 400}
-    with httpx.stream("POST", f"{stack.public_base_url}/chat/completions", json=body, timeout=60) as reply:
+    with httpx.stream("POST", f"{stack.public_base_url}/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {api_key}"}) as reply:
         assert reply.status_code == 200
         frames = 0
         for line in reply.iter_lines():
@@ -197,14 +199,15 @@ def test_client_disconnect_stops_generation_in_triton(stack: Settings) -> None:
     assert _engine_metric(stack, "sluice_engine_output_tokens_total") == tokens  # nothing is generating any more
 
 
-def test_error_bodies_never_5xx_for_client_mistakes(stack: Settings) -> None:
+def test_error_bodies_never_5xx_for_client_mistakes(stack: Settings, api_key: str) -> None:
     bad = [{"model": stack.model_name}, {"messages": HELLO}, {"model": 3, "messages": HELLO},
            {"model": stack.model_name, "messages": "hi"}, {"model": stack.model_name, "messages": [1]},
            {"model": stack.model_name, "messages": HELLO, "stream": "yes"},
            {"model": stack.model_name, "messages": HELLO, "temperature": True},
            {"model": stack.model_name, "messages": HELLO, "seed": "x"}]
     for body in bad:
-        reply = httpx.post(f"{stack.public_base_url}/chat/completions", content=json.dumps(body), timeout=10)
+        reply = httpx.post(f"{stack.public_base_url}/chat/completions", content=json.dumps(body), timeout=10,
+                           headers={"Authorization": f"Bearer {api_key}"})
         assert reply.status_code == 400, (body, reply.status_code, reply.text)
         assert reply.json()["error"]["message"]
 

@@ -29,8 +29,14 @@ TENANT = "tenant-rag"
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rag_client(client: openai.OpenAI, tenant_keys) -> openai.OpenAI:
+    """A client authenticated as TENANT, the owner of the `handbook` documents."""
+    return client.with_options(api_key=tenant_keys(TENANT, "enterprise"))
 
 
 def test_blocked_prompt_is_a_400_content_policy_violation(client: openai.OpenAI, stack: Settings) -> None:
@@ -71,13 +77,12 @@ def documents(stack: Settings) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_retrieval_cites_the_right_document(client: openai.OpenAI, stack: Settings, documents: str,
+def test_retrieval_cites_the_right_document(rag_client: openai.OpenAI, stack: Settings, documents: str,
                                             stream: bool) -> None:
-    raw = client.chat.completions.with_raw_response.create(
+    raw = rag_client.chat.completions.with_raw_response.create(
         model=stack.model_name, max_tokens=16, temperature=0, stream=stream,
         messages=[{"role": "user", "content": "What is the code word for the Zephyr project?"}],
-        extra_body={"retrieval": {"collections": [documents], "top_k": 2}},
-        extra_headers={"x-sluice-tenant": TENANT})
+        extra_body={"retrieval": {"collections": [documents], "top_k": 2}})
     assert "x-sluice-degraded" not in raw.headers
     if stream:
         chunks = list(raw.parse())
@@ -94,10 +99,12 @@ def test_retrieval_cites_the_right_document(client: openai.OpenAI, stack: Settin
     print(f"\n[retrieval] answer ({'stream' if stream else 'json'}): {answer!r}")
 
 
-def test_other_tenants_get_no_citations(client: openai.OpenAI, stack: Settings, documents: str) -> None:
-    completion = client.chat.completions.create(
+def test_other_tenants_get_no_citations(client: openai.OpenAI, stack: Settings, documents: str,
+                                       tenant_keys) -> None:
+    other = client.with_options(api_key=tenant_keys("someone-else", "enterprise"))
+    completion = other.chat.completions.create(
         model=stack.model_name, max_tokens=4, messages=[{"role": "user", "content": "Zephyr code word?"}],
-        extra_body={"retrieval": {"collections": [documents]}}, extra_headers={"x-sluice-tenant": "someone-else"})
+        extra_body={"retrieval": {"collections": [documents]}})
     assert completion.model_extra["citations"] == []
 
 
@@ -173,26 +180,29 @@ def broken(stack: Settings) -> Iterator[dict[str, str]]:
         thread.join(5)
 
 
-def _chat(address: str, body: dict) -> tuple[dict[str, str], dict | str]:
+def _chat(address: str, api_key: str, body: dict) -> tuple[dict[str, str], dict | str]:
     with grpc.insecure_channel(address) as channel:
         call = openai_pb2_grpc.OpenAIStub(channel).ChatCompletions(
-            httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(body).encode()), timeout=60)
+            httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(body).encode()), timeout=60,
+            metadata=(("authorization", f"Bearer {api_key}"),))
         frames = list(call)
         headers = dict(call.initial_metadata())
     data = b"".join(f.data for f in frames).decode()
     return headers, (json.loads(data) if frames[0].content_type == "application/json" else data)
 
 
-def test_safety_down_fails_closed_with_503(broken: dict[str, str], stack: Settings) -> None:
+def test_safety_down_fails_closed_with_503(broken: dict[str, str], stack: Settings, api_key: str) -> None:
     for stream in (False, True):
-        headers, body = _chat(broken["safety"], {"model": stack.model_name, "max_tokens": 4, "stream": stream,
-                                                 "messages": [{"role": "user", "content": "Hello!"}]})
+        headers, body = _chat(broken["safety"], api_key, {
+            "model": stack.model_name, "max_tokens": 4, "stream": stream,
+            "messages": [{"role": "user", "content": "Hello!"}]})
         assert headers["x-http-status"] == "503" and int(headers["retry-after"]) >= 1
         assert body["error"]["code"] == "service_unavailable"
 
 
-def test_retrieval_down_fails_open_with_the_degraded_header(broken: dict[str, str], stack: Settings) -> None:
-    headers, body = _chat(broken["retrieval"], {
+def test_retrieval_down_fails_open_with_the_degraded_header(broken: dict[str, str], stack: Settings,
+                                                            api_key: str) -> None:
+    headers, body = _chat(broken["retrieval"], api_key, {
         "model": stack.model_name, "max_tokens": 4, "messages": [{"role": "user", "content": "Hello!"}],
         "retrieval": {"collections": ["handbook"]}})
     assert headers["x-http-status"] == "200" and headers["x-sluice-degraded"] == "retrieve"

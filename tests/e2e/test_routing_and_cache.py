@@ -11,8 +11,8 @@ from services.common.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
 
 
 def test_route_headers_name_model_and_deployment(client: openai.OpenAI, stack: Settings) -> None:

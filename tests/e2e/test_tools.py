@@ -20,8 +20,8 @@ ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 
 
 @pytest.fixture(scope="module")
-def client(stack: Settings) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.public_base_url, api_key="unused", max_retries=0, timeout=60)
+def client(stack: Settings, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.public_base_url, api_key=api_key, max_retries=0, timeout=60)
 
 
 def create(client: openai.OpenAI, stack: Settings, messages: list, **kwargs):
@@ -154,9 +154,10 @@ def manuals(stack: Settings) -> str:
 
 
 def test_server_side_retrieve_is_offered_and_forced_through_envoy(client: openai.OpenAI, stack: Settings,
-                                                                 manuals: str) -> None:
-    reply = create(client, stack, [{"role": "user", "content": "How often should I descale the Aurora kettle?"}],
-                   extra_body={"server_tools": ["retrieve"]}, extra_headers={"x-sluice-tenant": RAG_TENANT},
+                                                                 manuals: str, tenant_keys) -> None:
+    rag_client = client.with_options(api_key=tenant_keys(RAG_TENANT, "enterprise"))  # acts as the manuals' owner
+    reply = create(rag_client, stack, [{"role": "user", "content": "How often should I descale the Aurora kettle?"}],
+                   extra_body={"server_tools": ["retrieve"]},
                    tool_choice={"type": "function", "function": {"name": "retrieve"}})
     message = reply.choices[0].message
     ran = reply.model_extra.get("server_tool_calls") or []

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import create_db_engine
 from services.common.errors import ApiError
 from services.orchestrator.conversations.store import ConversationStore
-from services.orchestrator.migrations import current_revision, migrate
+from services.orchestrator.migrations import alembic_config, current_revision, migrate
 from tests.integration.postgres import pg_url  # noqa: F401  (fixture)
 
 
@@ -25,11 +26,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'sluice.db'}"
         return
-    # One database per run; each test starts from empty tables.
+    # One database per run; each test starts from an empty database (every migration's tables dropped).
     url = request.getfixturevalue("pg_url")
     engine = create_db_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS messages, conversations, alembic_version"))
+    tables = MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
     engine.dispose()
     yield url
 
@@ -51,7 +53,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
     assert current_revision(db_url) is None
     migrate(db_url)
     migrate(db_url)  # a second start against an up-to-date database changes nothing
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
     engine = create_db_engine(db_url)
     try:
         schema = inspect(engine)

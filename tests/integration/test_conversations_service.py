@@ -14,6 +14,7 @@ from services.common.db import create_db_engine
 from services.common.settings import Settings
 from services.orchestrator.conversations.store import Conversation, ConversationStore
 from services.orchestrator.server import create_server
+from services.orchestrator.tenancy.store import TenantStore
 from tests.integration.postgres import pg_url  # noqa: F401  (fixture)
 
 
@@ -24,6 +25,9 @@ def settings(request: pytest.FixtureRequest, stack: Settings, tmp_path: Path) ->
     return stack.replace(database_url=request.getfixturevalue("pg_url"))
 
 
+TENANT = "test"
+
+
 def _sampling(tokens: int) -> chat_pb2.SamplingParams:
     return chat_pb2.SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=0.0)
 
@@ -31,7 +35,16 @@ def _sampling(tokens: int) -> chat_pb2.SamplingParams:
 def _stored(settings: Settings, conversation_id: str) -> Conversation:
     engine = create_db_engine(settings.db_url)
     try:
-        return ConversationStore(engine).get("default", conversation_id)
+        return ConversationStore(engine).get(TENANT, conversation_id)
+    finally:
+        engine.dispose()
+
+
+def _create_key(settings: Settings) -> str:
+    """A key of TENANT in this test's database (create_server has migrated it)."""
+    engine = create_db_engine(settings.db_url)
+    try:
+        return TenantStore(engine).create_key(TENANT, tier="enterprise").plaintext
     finally:
         engine.dispose()
 
@@ -39,17 +52,20 @@ def _stored(settings: Settings, conversation_id: str) -> Conversation:
 def test_replies_are_stored_complete_or_incomplete(settings: Settings) -> None:
     async def scenario() -> tuple[str, str, str]:
         server, port, llm = await create_server(settings, address="127.0.0.1:0")
+        auth = (("authorization", f"Bearer {await asyncio.to_thread(_create_key, settings)}"),)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stub = conversations_pb2_grpc.ConversationsStub(channel)
         try:
-            complete = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name))
+            complete = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name),
+                                         metadata=auth)
             events = [e async for e in stub.Send(conversations_pb2.SendMessageRequest(
-                conversation_id=complete.id, content="Hello!", sampling=_sampling(12)))]
+                conversation_id=complete.id, content="Hello!", sampling=_sampling(12)), metadata=auth)]
             assert events[-1].finish.usage.completion_tokens == 12
 
-            hung_up = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name))
+            hung_up = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name),
+                                        metadata=auth)
             call = stub.Send(conversations_pb2.SendMessageRequest(conversation_id=hung_up.id, content="Hello!",
-                                                                  sampling=_sampling(300)))
+                                                                  sampling=_sampling(300)), metadata=auth)
             for _ in range(4):
                 await call.read()
             call.cancel()
@@ -58,9 +74,10 @@ def test_replies_are_stored_complete_or_incomplete(settings: Settings) -> None:
                     break
                 await asyncio.sleep(0.05)
 
-            shut_down = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name))
+            shut_down = await stub.Create(conversations_pb2.CreateConversationRequest(model=settings.model_name),
+                                          metadata=auth)
             call = stub.Send(conversations_pb2.SendMessageRequest(conversation_id=shut_down.id, content="Hello!",
-                                                                  sampling=_sampling(300)))
+                                                                  sampling=_sampling(300)), metadata=auth)
             for _ in range(4):
                 await call.read()
             await server.stop(grace=0.2)  # past its grace the stream is cancelled; the write still happens

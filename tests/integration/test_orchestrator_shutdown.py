@@ -20,20 +20,24 @@ def _request(settings: Settings, tokens: int) -> chat_pb2.GenerateRequest:
         sampling=chat_pb2.SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=0.0))
 
 
-def test_in_flight_stream_finishes_during_graceful_stop(stack: Settings) -> None:
+def _auth(api_key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+def test_in_flight_stream_finishes_during_graceful_stop(stack: Settings, api_key: str) -> None:
     async def scenario() -> tuple[list[chat_pb2.GenerateResponse], grpc.StatusCode | None, str]:
         server, port, llm = await create_server(stack, address="127.0.0.1:0")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        call = chat_pb2_grpc.ChatStub(channel).Generate(_request(stack, 120))
+        call = chat_pb2_grpc.ChatStub(channel).Generate(_request(stack, 120), metadata=_auth(api_key))
         events = [await call.read()]  # the stream is running
         stopping = asyncio.create_task(server.stop(grace=30))
         await asyncio.sleep(0.05)
         late_code = None
         try:
             late = chat_pb2_grpc.ChatStub(grpc.aio.insecure_channel(f"127.0.0.1:{port}")).Generate(
-                _request(stack, 1), timeout=5)
+                _request(stack, 1), timeout=5, metadata=_auth(api_key))
             await late.read()
         except grpc.aio.AioRpcError as exc:
             late_code = exc.code()
@@ -51,11 +55,11 @@ def test_in_flight_stream_finishes_during_graceful_stop(stack: Settings) -> None
 
 
 @pytest.mark.parametrize("grace", [0.2])
-def test_stream_is_cut_when_grace_runs_out(stack: Settings, grace: float) -> None:
+def test_stream_is_cut_when_grace_runs_out(stack: Settings, api_key: str, grace: float) -> None:
     async def scenario() -> grpc.StatusCode:
         server, port, llm = await create_server(stack, address="127.0.0.1:0")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        call = chat_pb2_grpc.ChatStub(channel).Generate(_request(stack, 400))
+        call = chat_pb2_grpc.ChatStub(channel).Generate(_request(stack, 400), metadata=_auth(api_key))
         await call.read()
         await server.stop(grace=grace)
         try:

@@ -110,3 +110,32 @@ def test_dense_scores_are_cosine_similarities(stack: Settings, store: MilvusStor
     hits = search(stack, store, "tenant-a", "What is the launch code of Nightjar?", Mode.DENSE)
     assert 0.3 < hits[0].score <= 1.0001
     assert np.isfinite(hits[0].score)
+
+
+def test_chunks_are_embedded_whole_and_per_sentence_and_scored_by_their_best_vector(stack: Settings,
+                                                                                    store: MilvusStore) -> None:
+    text = ("# Boiler room\n\nThe boiler room is in the basement. The blue valve controls the hot water. "
+            "Visitors must sign in at the front desk.")
+    results, embedded = run(stack, store, "t-windows", [doc("boiler.md", text)])
+    assert results[0].chunks == 1 and embedded == 1 + 3  # the chunk and its three sentences
+    query = "Which valve controls the hot water?"
+    [hit] = store.dense_search(COLLECTION, "t-windows", embed(stack, [query])[0], 1)
+    assert hit.vectors is not None and hit.vectors.shape == (4, 384)
+    chunk_vector, sentence_vectors = embed(stack, [hit.text]), embed(stack, [f"Boiler room\n\n{s}" for s in (
+        "The boiler room is in the basement.", "The blue valve controls the hot water.",
+        "Visitors must sign in at the front desk.")])
+    assert np.allclose(hit.vectors, np.vstack([chunk_vector, sentence_vectors]), atol=2e-3)  # float16 packing
+    [dense] = search(stack, store, "t-windows", query, Mode.DENSE)
+    cosines = hit.vectors @ embed(stack, [query])[0]
+    assert dense.score == pytest.approx(cosines.max(), abs=1e-5) and cosines.argmax() == 2  # the valve sentence
+    assert cosines.max() > cosines[0] + 0.05  # it beats the whole-chunk vector by a margin
+
+
+def embed(stack: Settings, texts: list[str]) -> np.ndarray:
+    async def go():
+        client = EmbeddingClient(stack.triton_grpc_url)
+        try:
+            return (await client.embed(texts)).vectors
+        finally:
+            await client.close()
+    return asyncio.run(go())

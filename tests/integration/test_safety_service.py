@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from sluice.v1 import chat_pb2, safety_pb2, safety_pb2_grpc
 
+from services.bench.safety_bench import format_report, measure
 from services.common.settings import Settings
 from services.safety.categories import CLASSIFIER_CATEGORIES
-from services.safety.evaluation import bench
 
 pytestmark = pytest.mark.stack
 
@@ -67,8 +67,12 @@ def test_check_output_streams_redactions_and_stops(safety) -> None:
 
 
 def test_latency_targets(stack: Settings) -> None:
-    numbers = asyncio.run(bench(f"{stack.host}:{stack.safety_port}", requests=100))
-    print(f"\nsafety latency: {numbers}")
-    assert numbers["output_intact"] == 1.0
-    assert numbers["input_p50_ms"] < 20  # target 10 ms on the dev machine; slack for a loaded CI box
-    assert numbers["output_ms_per_token"] < 2
+    """`sluice bench safety` against the stack: the issue's targets are input p50 <= 10 ms and output <= 1 ms per
+    token on the dev machine; the bounds here leave room for a loaded CI box (2 cores shared with other jobs)."""
+    report = asyncio.run(measure(f"{stack.host}:{stack.safety_port}", requests=100,
+                                 triton_url=stack.triton_grpc_url, streams=1))
+    print(f"\n{format_report(report)}")
+    assert report["output_lockstep"]["intact"] and report["output_pipelined"]["intact"]
+    assert report["input"]["n"] == 100 and report["input"]["p50_ms"] <= report["input"]["p99_ms"]
+    assert report["input"]["p50_ms"] < 20
+    assert report["output_lockstep"]["ms_per_token"] < 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.retrieval.chunking import ChunkingConfig, chunk_text, split_sections
+from services.retrieval.chunking import MAX_UNITS, ChunkingConfig, chunk_text, split_sections
 from services.retrieval.embedding_model import count_tokens
 
 
@@ -61,3 +61,21 @@ def test_empty_text_gives_no_chunks_and_bad_configs_are_refused() -> None:
         ChunkingConfig(max_tokens=300)
     with pytest.raises(ValueError):
         ChunkingConfig(max_tokens=64, overlap_tokens=32)
+
+
+def test_each_chunk_lists_its_sentences_under_its_heading() -> None:
+    chunks = chunk_text("# Guide\n\nFirst sentence here. Second one there.\n\nThird sentence too.")
+    assert chunks[0].units == ("Guide\n\nFirst sentence here.", "Guide\n\nSecond one there.",
+                               "Guide\n\nThird sentence too.")
+    assert chunk_text("# Guide\n\nOnly one sentence.")[0].units == ()  # the chunk vector already is the sentence
+
+
+def test_long_chunks_merge_neighbouring_sentences_into_at_most_max_units_windows() -> None:
+    body = " ".join(f"Sentence {i} talks about widget number {i}." for i in range(40))
+    for chunk in chunk_text(f"# T\n\n{body}", ChunkingConfig(max_tokens=192, overlap_tokens=0)):
+        assert 2 <= len(chunk.units) <= MAX_UNITS
+        assert all(unit.startswith("T\n\n") for unit in chunk.units)
+        # Every sentence of the chunk, in order, each in exactly one window.
+        assert " ".join(unit.removeprefix("T\n\n") for unit in chunk.units) == chunk.text.removeprefix("T\n\n")
+        sizes = count_tokens([u.removeprefix("T\n\n") for u in chunk.units])
+        assert max(sizes) <= 2 * min(sizes) + 16  # windows of about equal size

@@ -177,7 +177,7 @@ class FakeSafety:
     def CheckInput(self, request: safety_pb2.CheckInputRequest, timeout: float | None = None):  # noqa: N802
         return self._input(request)
 
-    def CheckOutput(self) -> FakeOutputCall:  # noqa: N802
+    def CheckOutput(self, metadata=()) -> FakeOutputCall:  # noqa: N802 - like the stub: metadata is optional
         return FakeOutputCall(self)
 
 

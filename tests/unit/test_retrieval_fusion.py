@@ -1,11 +1,23 @@
-"""Reciprocal rank fusion and the store's filter builder (the tenant clause is always first and always there)."""
+"""Reciprocal rank fusion, dense re-scoring over packed vectors, and the store's filter builder (the tenant clause
+is always first and always there)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from services.retrieval.search import RRF_K, reciprocal_rank_fusion
-from services.retrieval.store import InvalidRequest, StoredHit, build_filter, physical_name
+from services.retrieval.embedding_model import DIMENSIONS
+from services.retrieval.search import RRF_K, reciprocal_rank_fusion, rescore_dense
+from services.retrieval.store import (
+    MAX_PACKED_CHARS,
+    MAX_PACKED_VECTORS,
+    InvalidRequest,
+    StoredHit,
+    build_filter,
+    pack_vectors,
+    physical_name,
+    unpack_vectors,
+)
 
 
 def hits(*ids: str) -> list[StoredHit]:
@@ -44,3 +56,43 @@ def test_filters_refuse_bad_keys_and_a_missing_tenant_and_bad_collection_names()
     with pytest.raises(InvalidRequest):
         physical_name("no-dashes; drop")
     assert physical_name("docs_v2") == "sluice_docs_v2"
+
+
+def test_weighted_rrf_lets_the_stronger_signal_lead_and_needs_one_weight_per_ranking() -> None:
+    dense, lexical = hits("d", "p", "q", "r", "x"), hits("x", "l")
+    assert [h.chunk_id for h in reciprocal_rank_fusion([dense, lexical], k=5)][:2] == ["x", "d"]
+    fused = reciprocal_rank_fusion([dense, lexical], k=5, weights=(3.0, 1.0))
+    assert [h.chunk_id for h in fused][:2] == ["d", "x"]
+    assert fused[0].score == pytest.approx(3 / 6) and fused[1].score == pytest.approx(3 / 10 + 1 / 6)
+    with pytest.raises(ValueError):
+        reciprocal_rank_fusion([hits("a")], weights=(1.0, 2.0))
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.zeros(DIMENSIONS, np.float32)
+    v[: len(values)] = values
+    return v / np.linalg.norm(v)
+
+
+def test_dense_rescoring_uses_the_best_packed_vector_and_falls_back_to_the_chunk_score() -> None:
+    query = unit(1.0)
+    window_match = StoredHit("a", "a", "a", 0.1, vectors=np.stack([unit(0.0, 1.0), unit(1.0)]))
+    chunk_only = StoredHit("b", "b", "b", 0.2, vectors=unit(0.8, 0.6)[None])
+    old_row = StoredHit("c", "c", "c", 0.9)  # a collection without packed vectors: Milvus' dense score is kept
+    lexical_only = StoredHit("d", "d", "d", 7.5)  # no vectors and no dense score: last
+    ranked = rescore_dense(query, [lexical_only, chunk_only, old_row, window_match], {"c": 0.9})
+    assert [h.chunk_id for h in ranked] == ["a", "c", "b", "d"]
+    assert ranked[0].score == pytest.approx(1.0) and ranked[2].score == pytest.approx(0.8)
+    assert ranked[3].score == float("-inf")
+
+
+def test_packed_vectors_round_trip_in_float16_and_are_bounded() -> None:
+    chunk, windows = unit(1.0, 2.0), np.stack([unit(3.0, 1.0), unit(0.0, 0.0, 1.0)])
+    packed = pack_vectors(chunk, windows)
+    assert len(packed) <= MAX_PACKED_CHARS
+    restored = unpack_vectors(packed)
+    assert restored.shape == (3, DIMENSIONS) and np.allclose(restored[0], chunk, atol=1e-3)
+    assert np.allclose(restored[1:], windows, atol=1e-3)
+    assert unpack_vectors(pack_vectors(chunk, None)).shape == (1, DIMENSIONS)
+    with pytest.raises(InvalidRequest):
+        pack_vectors(chunk, np.stack([chunk] * MAX_PACKED_VECTORS))

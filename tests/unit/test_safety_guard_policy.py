@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
-from services.safety.categories import CLASSIFIER_CATEGORIES
+from services.safety.categories import ALL_CATEGORIES, CLASSIFIER_CATEGORIES
 from services.safety.checker import check_messages
 from services.safety.classifier_client import ClassifierUnavailable
-from services.safety.policy import InMemoryPolicyStore, PolicyError, SafetyPolicy
+from services.safety.policy import (
+    InMemoryPolicyStore,
+    PolicyAction,
+    PolicyError,
+    SafetyPolicy,
+    effective_settings,
+    policy_from_dict,
+    policy_to_dict,
+)
 from services.safety.stream_guard import StreamGuard, hold_start
 from services.safety.verdict import Action
 
@@ -134,3 +143,26 @@ def test_invalid_policies_are_rejected_and_unknown_ids_get_the_default() -> None
     store = InMemoryPolicyStore({"t1": SafetyPolicy(id="t1")})
     assert run(store.get("t1")).id == "t1"
     assert run(store.get("missing")).id == "default"
+
+
+def test_policy_dict_round_trip_and_validation() -> None:
+    policy = SafetyPolicy(id="acme", thresholds={"toxicity": 0.9}, actions={"pii.email": "off"},
+                          allow_list=(r"@acme\.io\b",), deny_list=(r"\bfalcon\b",), fail_mode="flag")
+    assert policy_from_dict("acme", policy_to_dict(policy)) == policy
+    assert policy_from_dict("t", None) == SafetyPolicy(id="t")
+    assert policy_from_dict("t", {"actions": {"pii.email": False}}).action("pii.email") is PolicyAction.OFF  # YAML off
+    for bad, message in [
+        ([], "expected a mapping"), ({"colour": 1}, "unknown field(s) colour"),
+        ({"thresholds": {"toxicity": "high"}}, "must be a number"), ({"thresholds": {"toxicity": True}}, "number"),
+        ({"thresholds": {"toxicty": 0.5}}, "unknown category 'toxicty'"),
+        ({"actions": {"hate": "nuke"}}, "unknown action 'nuke'"), ({"deny_list": "falcon"}, "list of non-empty"),
+        ({"allow_list": [""]}, "list of non-empty"), ({"fail_mode": "open"}, "fail_mode must be one of"),
+    ]:
+        with pytest.raises(PolicyError, match=re.escape(message)):
+            policy_from_dict("t", bad)
+
+
+def test_effective_settings_fill_in_every_category() -> None:
+    shown = effective_settings(SafetyPolicy(thresholds={"hate": 0.3}))
+    assert set(shown["thresholds"]) == set(ALL_CATEGORIES) == set(shown["actions"])
+    assert shown["thresholds"]["hate"] == 0.3 and shown["actions"]["pii.email"] == "redact"

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
+from services.common.telemetry import outgoing_metadata
 from services.orchestrator.generate import Finished, TextDelta, Usage
 from services.orchestrator.pipeline.input_guard import policy_id_for
 from services.orchestrator.pipeline.stages import Stage, StageDown
@@ -31,7 +32,7 @@ class _Exchange:
 
     def __init__(self, stub: safety_pb2_grpc.SafetyStub, stage: Stage, tenant: str, request_id: str) -> None:
         self.stage = stage
-        self.call = stub.CheckOutput()
+        self.call = stub.CheckOutput(metadata=outgoing_metadata())  # traceparent: the output_guard span
         self.first = True
         self.tenant = tenant
         self.request_id = request_id

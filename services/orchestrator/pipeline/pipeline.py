@@ -18,11 +18,13 @@ from sluice.v1 import retrieval_pb2_grpc, safety_pb2_grpc
 from services.common.circuit_breaker import BreakerState
 from services.common.errors import ApiError, invalid
 from services.common.settings import Settings
+from services.common.telemetry import client_interceptors
 from services.orchestrator.catalog import ModelCatalog
 from services.orchestrator.chat_request import ChatRequest
 from services.orchestrator.generate import PreparedGeneration
 from services.orchestrator.pipeline.config import PipelineConfig, default_config, load_pipeline_config
 from services.orchestrator.pipeline.input_guard import InputGuard
+from services.orchestrator.pipeline.observe import note_request, observe_generation, stage
 from services.orchestrator.pipeline.output_guard import OutputGuard
 from services.orchestrator.pipeline.retrieve import RetrieveStage
 from services.orchestrator.pipeline.stages import DEGRADED_HEADER, Stage, StageDown
@@ -84,7 +86,7 @@ class ChatPipeline:
 
         def channel(address: str) -> grpc.aio.Channel:
             if address not in channels:
-                channels[address] = grpc.aio.insecure_channel(address)
+                channels[address] = grpc.aio.insecure_channel(address, interceptors=client_interceptors())
             return channels[address]
 
         input_guard = retrieve = output_guard = None
@@ -107,6 +109,7 @@ class ChatPipeline:
         """Input guard, then retrieve. Raises ApiError: 400 (blocked, retrieval not available), 503 (a fail-closed
         stage is down)."""
         run = PipelineRun(chat, tenant, request_id)
+        note_request(chat.model, tenant)
         if chat.retrieval is not None and self.retrieve is None:
             raise invalid("'retrieval' is not available: this deployment does not run the retrieve stage.",
                           "retrieval", "unsupported_parameter")
@@ -116,23 +119,30 @@ class ChatPipeline:
             raise guard.stage.failed(StageDown(guard.stage.name, "circuit open",
                                                max(1.0, guard.stage.breaker.retry_after())))
         if self.input_guard is not None:
-            checked = await self.input_guard.check(chat.messages, tenant=tenant, request_id=request_id,
-                                                   degraded=run.degraded)
+            with stage("input_guard"):
+                checked = await self.input_guard.check(chat.messages, tenant=tenant, request_id=request_id,
+                                                       degraded=run.degraded)
             run.pii = checked.pii
             if checked.messages != chat.messages:
                 chat = run.chat = _with_messages(chat, checked.messages)
         if chat.retrieval is not None and self.retrieve is not None:
-            result = await self.retrieve.run(chat, tenant=tenant, request_id=request_id, degraded=run.degraded)
+            with stage("retrieve", {"sluice.collections": list(chat.retrieval.collections)}):
+                result = await self.retrieve.run(chat, tenant=tenant, request_id=request_id, degraded=run.degraded)
             run.chat, run.citations = result.chat, result.citations
         return run
 
     def guard(self, events: AsyncIterator[Any], run: PipelineRun,
               prepared: PreparedGeneration) -> AsyncIterator[Any]:
-        if self.output_guard is None:
-            return events
-        return self.output_guard.guard(events, tenant=run.tenant, request_id=run.request_id,
-                                       prompt_tokens=lambda: len(prepared.prompt_ids), degraded=run.degraded,
-                                       on_redact=lambda: setattr(prepared, "cacheable", False))
+        """The generation wrapped by the output guard, each in its span (`generate`, `output_guard`)."""
+        output_guard = self.output_guard
+
+        def moderated(generated: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            return output_guard.guard(generated, tenant=run.tenant, request_id=run.request_id,
+                                      prompt_tokens=lambda: len(prepared.prompt_ids), degraded=run.degraded,
+                                      on_redact=lambda: setattr(prepared, "cacheable", False))
+
+        return observe_generation(events, run.chat, prepared, run.tenant,
+                                  moderated if output_guard is not None else None)
 
 
 def _with_messages(chat: ChatRequest, messages: list) -> ChatRequest:

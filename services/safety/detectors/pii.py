@@ -64,6 +64,27 @@ def _ssn(match: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+def verhoeff_valid(digits: str) -> bool:
+    """The Verhoeff check (Aadhaar numbers carry one): catches every single-digit error and adjacent swap."""
+    check = 0
+    for i, ch in enumerate(reversed(digits)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[i % 8][ord(ch) - 48]]
+    return check == 0
+
+
+_VERHOEFF_D = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+               (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+               (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+               (9, 8, 7, 6, 5, 4, 3, 2, 1, 0))
+_VERHOEFF_P = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+               (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 7, 8, 6, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+               (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8))
+
+
+def _digits(match: str) -> str:
+    return re.sub(r"\D", "", match)
+
+
 def _public_ip(match: str) -> bool:
     try:
         address = ipaddress.ip_address(match)
@@ -90,6 +111,18 @@ class PiiPattern:
     pattern: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
     group: int = 0  # the part of the match that is the sensitive value
+    # Formats too generic to stand alone (9 or 12 digits) count only after a label naming them ("SIN", "Aadhaar");
+    # `context` must match the text just before the value.
+    context: re.Pattern[str] | None = None
+    # Labels that say a digit group is something else ("meeting ID 845 2931 7764", "order no."): not reported.
+    not_after: re.Pattern[str] | None = None
+
+
+_BEFORE = 40  # characters before a value that `context` / `not_after` look at
+_NOT_A_PHONE = re.compile(
+    r"(?i)\b(?:meeting|webinar|conference|zoom|order|tracking|invoice|reference|ref|ticket|case|booking|"
+    r"confirmation|account|acct|policy|serial|part|model|isbn|customer|member|membership|transaction|parcel|"
+    r"package|shipment|receipt|passcode|pin|id)\b\W{0,3}(?:id|no|nr|number|#|code)?\W{0,3}(?:is|was|:)?\W{0,3}$")
 
 
 _HEX = r"[0-9A-Fa-f]{1,4}"
@@ -121,13 +154,23 @@ PATTERNS: tuple[PiiPattern, ...] = (
     PiiPattern("pii.iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), iban_valid),
     PiiPattern("pii.credit_card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
     PiiPattern("pii.national_id", re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])"), _ssn),  # US SSN
+    PiiPattern("pii.national_id", re.compile(r"(?<![\d-])\d{3}[ -]?\d{3}[ -]?\d{3}(?![\d-])"),  # Canada SIN
+               lambda v: _digits(v)[0] not in "08" and luhn_valid(_digits(v)),
+               context=re.compile(r"(?i)\b(?:SIN|social insurance)(?: (?:no\.?|number|#))?\W{0,4}(?:is\W{0,2})?$")),
+    PiiPattern("pii.national_id", re.compile(r"(?<![\d-])[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?![\d-])"),  # Aadhaar
+               lambda v: verhoeff_valid(_digits(v)),
+               context=re.compile(r"(?i)\b(?:aadhaar|aadhar|uid(?:ai)?)(?: (?:no\.?|number|#|card))?\W{0,4}"
+                                  r"(?:is\W{0,2})?$")),
     PiiPattern("pii.national_id", re.compile(  # UK National Insurance number
         r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")),
     PiiPattern("pii.phone", re.compile(
         r"(?<![\w+-])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![ .-]?\d)"
-        r"|(?<![\w+])\+\d{10,14}(?!\d)")),
+        r"|(?<![\w+])\+\d{10,14}(?!\d)"
+        r"|(?<![\w+-])0\d{3,4}[ .-]\d{6,7}(?![ .-]?\d)"),  # national format with a trunk 0: 07700 900123
+        not_after=_NOT_A_PHONE),
     PiiPattern("pii.ip_address", re.compile(
-        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])"),
+        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+        r"(?!\w|\.\w)"),  # a sentence's full stop may follow
         _public_ip),
     PiiPattern("pii.ip_address", re.compile(
         rf"(?<![\w:])(?:(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{1,7}}:(?:{_HEX}(?::{_HEX}){{0,5}})?)(?![\w:])"),
@@ -149,6 +192,11 @@ def find_pii(text: str, allowed: Callable[[str], bool] | None = None) -> list[Fi
             value = match.group(spec.group)
             start, end = match.span(spec.group)
             if spec.validate is not None and not spec.validate(value):
+                continue
+            before = text[max(0, start - _BEFORE):start]
+            if spec.context is not None and not spec.context.search(before):
+                continue
+            if spec.not_after is not None and spec.not_after.search(before):
                 continue
             if allowed is not None and allowed(value):
                 continue
