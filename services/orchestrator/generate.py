@@ -135,13 +135,17 @@ class Generator:
                 yield Finished(hit.finish_reason, Usage(hit.prompt_tokens, hit.completion_tokens))
                 return
         deltas: list[tuple[str, int]] = []
-        async for event in self._generate(prepared, request_id):
-            if isinstance(event, TextDelta):
-                deltas.append((event.text, event.token_count))
-            elif key is not None and prepared.cacheable:
-                self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
-                                                   event.usage.completion_tokens))
-            yield event
+        events = self._generate(prepared, request_id)
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    deltas.append((event.text, event.token_count))
+                elif key is not None and prepared.cacheable:
+                    self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
+                                                       event.usage.completion_tokens))
+                yield event
+        finally:
+            await events.aclose()  # now, not when the loop gets round to it: usage is counted in its clean-up
 
     def _cache_key(self, prepared: PreparedGeneration) -> str | None:
         params = prepared.params

@@ -159,7 +159,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 return
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
             events = self.pipeline.guard(self.tools.run(chat, prepared, request_id), run, prepared)  # output guard
-            headers = {**prepared.headers(), **run.headers(), **meter.rate_limit_headers}
+            headers = meter.rate_limit_headers  # routing, cache and stage headers are added when sent: they change
             if chat.stream:
                 async for frame in self._stream(chat, prepared, completion_id, request_id, events, context, run,
                                                 headers, meter):
@@ -203,7 +203,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             log.exception("request %s failed", request_id)
             meter.fail(500)
             return await error_response(context, request_id, internal(), headers)
-        await _send_headers(context, request_id, extra=headers)
+        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
         content: str | None = "".join(parts)
         if "tool_calls" in extra and not content.strip():
             content = None  # OpenAI: a tool-calling turn without text has null content
@@ -247,7 +247,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             meter.fail(500)
             yield await error_response(context, request_id, internal(), headers)
             return
-        await _send_headers(context, request_id, extra=headers)
+        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
         yield _sse(chunk({"role": "assistant", "content": ""}))
         event: ToolRunEvent | None = first
         try:

@@ -193,8 +193,10 @@ def two_replicas(stack: Settings) -> Iterator[list[str]]:
     except redis.exceptions.ConnectionError as exc:
         pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc}")
     processes, targets, logs = [], [], []
-    for port in free_ports(2):
-        env = settings_env(stack.replace(orchestrator_port=port, redis_url=REDIS_URL))
+    ports = free_ports(4)
+    for port, metrics_port in zip(ports[:2], ports[2:], strict=True):
+        env = settings_env(stack.replace(orchestrator_port=port, orchestrator_metrics_port=metrics_port,
+                                         redis_url=REDIS_URL))
         logs.append(stack.run_dir / "logs" / f"replica-{port}.log")
         with logs[-1].open("wb") as log:
             processes.append(subprocess.Popen([sys.executable, "-m", "services.orchestrator.server", "--grace", "1"],

@@ -101,8 +101,12 @@ class ToolRunner:
     async def run(self, chat: ChatRequest, prepared: PreparedGeneration,
                   request_id: str) -> AsyncIterator[ToolRunEvent]:
         if not prepared.tool_markup:  # no tools in play: plain generation
-            async for event in self.generator.run(prepared, request_id):
-                yield event
+            plain = self.generator.run(prepared, request_id)
+            try:
+                async for event in plain:
+                    yield event
+            finally:
+                await plain.aclose()  # closes the generation now, so its tokens are counted before usage is written
             return
         total = Usage(prompt_tokens=0)
         messages = list(chat.messages)
