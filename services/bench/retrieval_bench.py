@@ -55,8 +55,12 @@ class Fact:
 def facts(seed: int) -> Iterator[Fact]:
     """An endless stream of one-paragraph documents shaped like the evaluation corpus, each with a question."""
     rng = random.Random(seed)
+    used: set[str] = set()
     while True:
         name = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))).capitalize()
+        if name in used:  # unique names, so a question has one answering document
+            continue
+        used.add(name)
         kind, place, person = rng.choice(KINDS), rng.choice(PLACES), rng.choice(PEOPLE)
         year, visitors = rng.randint(1780, 1990), rng.randint(2, 90) * 1000
         text = (f"# The {name} {kind.capitalize()}\n\nThe {name} {kind} stands in {place}. Built from "
@@ -85,7 +89,7 @@ def measure_ingest(settings: Settings, documents: int, seed: int) -> dict:
         wall = time.perf_counter() - started
         stub.Delete(retrieval_pb2.DeleteRequest(collection=COLLECTION, filter={"bench": tag}), metadata=metadata,
                     timeout=600)
-    texts = sum(1 + len(c.units) for d in docs for c in chunk_text(d.text))
+    texts = sum(1 + len(c.windows) for d in docs for c in chunk_text(d.text))
     return {"documents": summary.documents, "chunks": summary.chunks, "texts_embedded": texts,
             "service_seconds": round(summary.seconds, 2), "client_seconds": round(wall, 2),
             "chunks_per_s": round(summary.chunks / summary.seconds, 1),
@@ -97,13 +101,13 @@ async def base_vectors(settings: Settings, count: int, seed: int) -> list[tuple[
     chunks = [chunk_text(d.text)[0] for d in _take(facts(seed), count)]
     embedder = EmbeddingClient(settings.triton_grpc_url, timeout_s=600)
     try:
-        vectors = (await embedder.embed([t for c in chunks for t in (c.text, *c.units)])).vectors
+        vectors = (await embedder.embed([t for c in chunks for t in (c.text, *c.windows)])).vectors
     finally:
         await embedder.close()
     out, offset = [], 0
     for c in chunks:
-        out.append((vectors[offset], vectors[offset + 1:offset + 1 + len(c.units)] if c.units else None))
-        offset += 1 + len(c.units)
+        out.append((vectors[offset], vectors[offset + 1:offset + 1 + len(c.windows)] if c.windows else None))
+        offset += 1 + len(c.windows)
     return out
 
 

@@ -3,15 +3,24 @@ stack. Rounds with 100% sampling and rounds with tracing off alternate (off, on,
 anything else on the machine falls on both alike; each round sends the same concurrent workload of sampled chat
 completions through Envoy (temperature 0.7, no seed: the response cache never answers).
 
+Rounds come in pairs, in ABBA order (off-on, on-off, ...), so a drift in background load cancels out; the report
+gives the ratio of the totals and the median of the per-pair ratios (robust to a noisy round).
+
 "Off" is switched at run time, with no restart: Envoy's sampling (`tracing.random_sampling` through the admin
 runtime) goes to 0, so the traceparent it sends is unsampled and the Python services record nothing; Triton's trace
 level goes to OFF. "On" is Envoy at 100% and Triton at TIMESTAMPS. The report's `throughput_ratio` is completion
-tokens/s with tracing on divided by tokens/s with it off (1.0 = free)."""
+tokens/s with tracing on divided by tokens/s with it off (1.0 = free).
+
+On a shared machine wall-clock throughput is noisy, so the benchmark also counts the CPU time the stack's processes
+(every process of `sluice up`, Triton's model stubs included, from /proc) spend per request in each mode. Serving is
+CPU-bound here, so `cpu_throughput_ratio` (CPU per request off / on) is the throughput ratio a saturated stack would
+see, and it hardly depends on what else runs on the machine."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 import urllib.request
@@ -24,6 +33,41 @@ from services.common.settings import Settings
 
 PROMPTS = ["Tell me about the weather today.", "What is the capital of France?", "Write a short poem about rivers.",
            "How do I make a cup of tea?", "Name three colours.", "What is two plus two?"]
+
+
+def stack_pids(settings: Settings) -> list[int]:
+    """The stack's processes (from <run dir>/stack.json) and all their descendants."""
+    try:
+        state = json.loads((settings.run_dir / "stack.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    wanted = {int(pid) for pid in (state.get("processes") or {}).values() if pid}
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+        grew = bool(children)
+        wanted |= children
+    return sorted(wanted)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` so far (processes that are gone count nothing)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return used / ticks
 
 
 def _post(url: str, body: bytes | None = None) -> None:
@@ -43,7 +87,7 @@ def set_tracing(settings: Settings, on: bool) -> None:
 
 
 async def _round(client: httpx.AsyncClient, settings: Settings, requests: int, concurrency: int,
-                 max_tokens: int, offset: int) -> dict:
+                 max_tokens: int, offset: int, pids: list[int] | None = None) -> dict:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(offset + i)
@@ -64,10 +108,13 @@ async def _round(client: httpx.AsyncClient, settings: Settings, requests: int, c
             latencies.append(time.perf_counter() - started)
             tokens[0] += reply.json()["usage"]["completion_tokens"]
 
+    cpu_before = cpu_seconds(pids or [])
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds(pids or []) - cpu_before
     return {"seconds": seconds, "requests": len(latencies), "failures": failures[0], "completion_tokens": tokens[0],
+            "stack_cpu_s": cpu,
             "tokens_per_s": tokens[0] / seconds, "requests_per_s": len(latencies) / seconds,
             "latency_p50_ms": 1000 * percentile(latencies, 50) if latencies else None}
 
@@ -76,18 +123,21 @@ async def _run(settings: Settings, api_key: str, rounds: int, requests: int, con
                max_tokens: int) -> dict:
     headers = {"Authorization": f"Bearer {api_key}"}
     results: dict[str, list[dict]] = {"off": [], "on": []}
+    pids = stack_pids(settings)
     async with httpx.AsyncClient(timeout=120, headers=headers,
                                  limits=httpx.Limits(max_connections=concurrency)) as client:
         await _round(client, settings, concurrency * 2, concurrency, max_tokens, 0)  # warm-up, not counted
         for index in range(rounds * 2):
-            mode = "off" if index % 2 == 0 else "on"
+            pair, second = divmod(index, 2)
+            mode = ("off", "on")[second ^ (pair % 2)]  # ABBA: off on, on off, off on, ...
             set_tracing(settings, on=mode == "on")
             await asyncio.sleep(0.5)
-            results[mode].append(await _round(client, settings, requests, concurrency, max_tokens, index * requests))
+            results[mode].append(await _round(client, settings, requests, concurrency, max_tokens, index * requests,
+                                              pids))
     return results
 
 
-def run(settings: Settings, api_key: str, results_dir: Path, rounds: int = 4, requests: int = 48,
+def run(settings: Settings, api_key: str, results_dir: Path, rounds: int = 10, requests: int = 24,
         concurrency: int = 8, max_tokens: int = 32) -> dict:
     try:
         results = asyncio.run(_run(settings, api_key, rounds, requests, concurrency, max_tokens))
@@ -98,6 +148,7 @@ def run(settings: Settings, api_key: str, results_dir: Path, rounds: int = 4, re
         return sum(r[key] for r in results[mode])
 
     throughput = {mode: total(mode, "completion_tokens") / total(mode, "seconds") for mode in results}
+    cpu_per_request = {mode: 1000 * total(mode, "stack_cpu_s") / max(total(mode, "requests"), 1) for mode in results}
     request_rate = {mode: total(mode, "requests") / total(mode, "seconds") for mode in results}
     report = {
         "workload": {"rounds_per_mode": rounds, "requests_per_round": requests, "concurrency": concurrency,
@@ -105,8 +156,13 @@ def run(settings: Settings, api_key: str, results_dir: Path, rounds: int = 4, re
         "tokens_per_s": throughput, "requests_per_s": request_rate,
         "latency_p50_ms": {mode: statistics.median(r["latency_p50_ms"] for r in results[mode]) for mode in results},
         "throughput_ratio": throughput["on"] / throughput["off"],
+        "throughput_ratio_median_of_pairs": statistics.median(
+            on["tokens_per_s"] / off["tokens_per_s"] for off, on in zip(results["off"], results["on"], strict=True)),
         "request_rate_ratio": request_rate["on"] / request_rate["off"],
         "failures": {mode: total(mode, "failures") for mode in results},
+        "stack_cpu_ms_per_request": cpu_per_request,
+        "cpu_throughput_ratio": (cpu_per_request["off"] / cpu_per_request["on"]
+                                 if cpu_per_request["on"] else None),
         "rounds": results,
     }
     results_dir.mkdir(parents=True, exist_ok=True)

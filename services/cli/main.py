@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tracing = bench_sub.add_parser("tracing", help="throughput with 100%% trace sampling vs tracing off, "
                                    "interleaved in one run (needs `sluice up`)")
-    tracing.add_argument("--rounds", type=int, default=4, help="rounds per mode (default 4)")
-    tracing.add_argument("--requests", type=int, default=48, help="requests per round (default 48)")
+    tracing.add_argument("--rounds", type=int, default=10, help="rounds per mode (default 10)")
+    tracing.add_argument("--requests", type=int, default=24, help="requests per round (default 24)")
     tracing.add_argument("--concurrency", type=int, default=8)
     tracing.add_argument("--max-tokens", type=int, default=32)
     tracing.add_argument("--results", default="results/tracing")

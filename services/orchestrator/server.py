@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
 from services.common.db import create_db_engine
-from services.common.metrics import watch_in_flight
+from services.common.metrics import record_rate_limited, watch_in_flight
 from services.common.service_main import run_service, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
@@ -64,7 +64,7 @@ async def create_server(settings: Settings, address: str | None = None,
     audit_log, usage = AuditLog(db), UsageLog(db)
     tenants = TenantStore(db, TierBook.load(settings.tiers_path))
     limiter = RedisLimiter(settings.redis_url) if settings.redis_url else InProcessLimiter()
-    metering = Metering(limiter, usage, audit_log)
+    metering = Metering(limiter, usage, audit_log, on_rejected=record_rate_limited)
     auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
     server = grpc.aio.server(interceptors=[*server_interceptors("orchestrator", settings), auth],
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])

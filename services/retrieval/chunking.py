@@ -3,7 +3,7 @@ whole when they fit, long paragraphs break between sentences, and consecutive ch
 sentences. Sizes are counted in the embedder's own tokens, so no chunk is silently truncated by the model.
 
 Each chunk's text starts with its heading path ("Guide > Install"), which gives both retrieval signals the context
-that the paragraph alone lacks. Each chunk also lists its sentences (heading path first, at most `MAX_UNITS`): one
+that the paragraph alone lacks. Each chunk also lists its sentences (heading path first, at most `MAX_WINDOWS`): one
 mean-pooled vector for a whole chunk blurs a detail that one sentence states, so the search scores a chunk by its best
 sentence too (services/retrieval/search.py).
 """
@@ -21,7 +21,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 Counter = Callable[[list[str]], list[int]]
-MAX_UNITS = 12  # sentence windows per chunk; longer chunks merge neighbouring sentences into fewer windows
+MAX_WINDOWS = 12  # sentence windows per chunk; longer chunks merge neighbouring sentences into fewer windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class Chunk:
     text: str  # heading path + body: what is embedded, indexed for BM25 and returned
     tokens: int
     heading: str  # "A > B", or "" before the first heading
-    units: tuple[str, ...] = ()  # heading path + sentence window, for fine-grained dense scoring; () for one sentence
+    windows: tuple[str, ...] = ()  # heading path + sentence window, for fine-grained dense scoring; () for one sentence
 
 
 @dataclass(slots=True)
@@ -168,11 +168,11 @@ def _join(units: list[_Unit]) -> str:
 
 
 def _windows(group: list[_Unit], heading: str) -> tuple[str, ...]:
-    """The chunk's sentences, in at most MAX_UNITS windows of about equal tokens (a sentence goes to the window its
+    """The chunk's sentences, in at most MAX_WINDOWS windows of about equal tokens (a sentence goes to the window its
     token midpoint falls in), each under the heading path."""
     if len(group) < 2:
         return ()
-    count = min(len(group), MAX_UNITS)
+    count = min(len(group), MAX_WINDOWS)
     total = sum(u.tokens for u in group) or 1
     windows: list[list[str]] = [[] for _ in range(count)]
     seen = 0

@@ -63,16 +63,16 @@ class Indexer:
                 continue
             chunks = await asyncio.to_thread(chunk_text, doc.text, self.config)
             plans.append((n, doc, digest, chunks, Outcome.REPLACED if existing else Outcome.WRITTEN))
-        texts = [t for _, _, _, chunks, _ in plans for c in chunks for t in (c.text, *c.units)]
+        texts = [t for _, _, _, chunks, _ in plans for c in chunks for t in (c.text, *c.windows)]
         vectors = (await self.embedder.embed(texts)).vectors
         offset = 0
         for n, doc, digest, chunks, outcome in plans:
             rows = []
             for c in chunks:
-                windows = vectors[offset + 1:offset + 1 + len(c.units)] if c.units else None
+                windows = vectors[offset + 1:offset + 1 + len(c.windows)] if c.windows else None
                 rows.append(ChunkRow(f"{doc.document_id}#{c.index}", doc.document_id, c.index, c.text,
                                      vectors[offset], windows))
-                offset += 1 + len(c.units)
+                offset += 1 + len(c.windows)
             await asyncio.to_thread(self.store.replace_document, doc.collection, tenant, doc.document_id, digest,
                                     rows, doc.metadata)
             results[n] = IndexResult(doc.document_id, outcome, len(rows))

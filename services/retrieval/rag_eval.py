@@ -22,7 +22,6 @@ from services.retrieval.evaluation import ingest_corpus, load
 
 _FACTS = re.compile(r"# The (?P<name>\S+) .*It opened in (?P<year>\d{4}) under the direction of (?P<person>[^,]+), "
                     r"and about (?P<visitors>[\d,]+) people", re.S)
-SYSTEM = "Answer the question using the sources. Reply with the answer only."
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ def ask(client: openai.OpenAI, model: str, collection: str, question: str, gold_
         expected: str, max_tokens: int) -> Outcome:
     completion = client.chat.completions.create(
         model=model, temperature=0, max_tokens=max_tokens,
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+        messages=[{"role": "user", "content": question}],  # the retrieve stage adds its own instruction
         extra_body={"retrieval": {"collections": [collection], "top_k": 4}})
     answer = completion.choices[0].message.content or ""
     citations = (completion.model_extra or {}).get("citations") or []

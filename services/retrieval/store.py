@@ -35,7 +35,7 @@ STOP_WORDS = ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "h
 ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": STOP_WORDS}]}
 OUTPUT_FIELDS = ["chunk_id", "document_id", "text", "metadata"]
 PACKED = "packed_vectors"  # absent from collections created before it existed: those fall back to the chunk vector
-MAX_PACKED_VECTORS = 16  # the whole chunk + up to 15 sentence windows (chunking.MAX_UNITS is 12)
+MAX_PACKED_VECTORS = 16  # the whole chunk + up to 15 sentence windows (chunking.MAX_WINDOWS is 12)
 MAX_PACKED_CHARS = -(-MAX_PACKED_VECTORS * DIMENSIONS * 2 // 3) * 4
 
 

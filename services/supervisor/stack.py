@@ -175,6 +175,8 @@ Sluice is up ({seconds:.1f} s): Triton (CPU), safety, retrieval, orchestrator an
   native gRPC (same port): {settings.host}:{settings.http_port}   service sluice.v1.Chat
   Triton                 : grpc {settings.triton_grpc_url}, metrics http://{settings.host}:{settings.triton_metrics_port}/metrics
   logs                   : {settings.run_dir / 'logs'}
+  traces                 : sluice trace <x-request-id>   (OTLP receiver {settings.telemetry_url})
+  metrics                : orchestrator http://{settings.host}:{settings.orchestrator_metrics_port}/metrics
   dev API key (tenant "dev", enterprise tier; also in {key_file(settings)}):
     {key}
 

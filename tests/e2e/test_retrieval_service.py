@@ -86,14 +86,16 @@ def test_bad_requests_are_invalid_argument(retrieval) -> None:
 
 
 def test_evaluation_slice_hybrid_recall(retrieval) -> None:
-    """A slice of the evaluation corpus, small enough for the suite: 30 questions over 100 documents (their answers
-    plus distractors of the same kinds). The full run is `sluice eval retrieval`."""
-    documents, questions = load()
+    """A slice of the evaluation corpus, small enough for the suite: 30 tune questions over 100 documents (their
+    answers plus distractors of the same kinds). The full run, on the held-out split too, is `sluice eval retrieval`."""
+    documents, questions = load(split="tune")
     questions = questions[:30]
     answers = {q["document_id"] for q in questions}
     distractors = [d for d in documents if d["id"] not in answers][: 100 - len(answers)]
     ingest_corpus(retrieval, "eval_slice", [d for d in documents if d["id"] in answers] + distractors)
     scores = evaluate(retrieval, "eval_slice", questions, k=5)
-    # Floors, not the issue's targets: on this corpus plain RRF does not yet beat the best single signal reliably.
-    assert scores["hybrid"].recall >= 0.8
-    assert min(scores["dense"].recall, scores["lexical"].recall) >= 0.6
+    print(f"\n[retrieval slice] { {mode: (s.recall, round(s.mrr, 3)) for mode, s in scores.items()} }")
+    assert scores["hybrid"].recall >= 0.9
+    assert scores["hybrid"].recall >= max(scores["dense"].recall, scores["lexical"].recall)
+    # Measured 1.0 / 0.944 (hybrid), 1.0 / 0.940 (dense), 0.933 / 0.872 (lexical): allow one swap of ranks 1 and 2.
+    assert scores["hybrid"].mrr > scores["lexical"].mrr and scores["hybrid"].mrr >= scores["dense"].mrr - 0.02

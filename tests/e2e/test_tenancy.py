@@ -97,6 +97,9 @@ def test_requests_over_the_rpm_get_429_with_retry_after_and_ratelimit_headers(st
     assert len(rejected) == 1 and rejected[0].http_status == 429 and rejected[0].completion_tokens == 0
     [event] = audit_events(stack, tenant_id="rpm-co", event="limit.rejected")
     assert "requests per minute" in event.details
+    metrics = httpx.get(f"http://{stack.host}:{stack.orchestrator_metrics_port}/metrics", timeout=10).text
+    assert any(line.startswith("sluice_rate_limited_total{") and 'tenant="rpm-co"' in line and 'limit="rpm"' in line
+               and line.endswith(" 1.0") for line in metrics.splitlines()), "the rejection is not in the metrics"
 
 
 def test_tokens_per_minute_are_reserved_at_admission_and_reconciled(stack: Settings, tenant_keys,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.retrieval.chunking import MAX_UNITS, ChunkingConfig, chunk_text, split_sections
+from services.retrieval.chunking import MAX_WINDOWS, ChunkingConfig, chunk_text, split_sections
 from services.retrieval.embedding_model import count_tokens
 
 
@@ -65,17 +65,17 @@ def test_empty_text_gives_no_chunks_and_bad_configs_are_refused() -> None:
 
 def test_each_chunk_lists_its_sentences_under_its_heading() -> None:
     chunks = chunk_text("# Guide\n\nFirst sentence here. Second one there.\n\nThird sentence too.")
-    assert chunks[0].units == ("Guide\n\nFirst sentence here.", "Guide\n\nSecond one there.",
+    assert chunks[0].windows == ("Guide\n\nFirst sentence here.", "Guide\n\nSecond one there.",
                                "Guide\n\nThird sentence too.")
-    assert chunk_text("# Guide\n\nOnly one sentence.")[0].units == ()  # the chunk vector already is the sentence
+    assert chunk_text("# Guide\n\nOnly one sentence.")[0].windows == ()  # the chunk vector already is the sentence
 
 
-def test_long_chunks_merge_neighbouring_sentences_into_at_most_max_units_windows() -> None:
+def test_long_chunks_merge_neighbouring_sentences_into_at_most_max_windows() -> None:
     body = " ".join(f"Sentence {i} talks about widget number {i}." for i in range(40))
     for chunk in chunk_text(f"# T\n\n{body}", ChunkingConfig(max_tokens=192, overlap_tokens=0)):
-        assert 2 <= len(chunk.units) <= MAX_UNITS
-        assert all(unit.startswith("T\n\n") for unit in chunk.units)
+        assert 2 <= len(chunk.windows) <= MAX_WINDOWS
+        assert all(unit.startswith("T\n\n") for unit in chunk.windows)
         # Every sentence of the chunk, in order, each in exactly one window.
-        assert " ".join(unit.removeprefix("T\n\n") for unit in chunk.units) == chunk.text.removeprefix("T\n\n")
-        sizes = count_tokens([u.removeprefix("T\n\n") for u in chunk.units])
+        assert " ".join(unit.removeprefix("T\n\n") for unit in chunk.windows) == chunk.text.removeprefix("T\n\n")
+        sizes = count_tokens([u.removeprefix("T\n\n") for u in chunk.windows])
         assert max(sizes) <= 2 * min(sizes) + 16  # windows of about equal size

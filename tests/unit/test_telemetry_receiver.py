@@ -217,3 +217,23 @@ def test_protobuf_bodies_decode_too() -> None:
     request = decode_json(triton_export(_hex(16), "x"))
     assert decode_protobuf(request.SerializeToString()) == request
     assert isinstance(request, ExportTraceServiceRequest)
+
+
+def test_the_fast_json_decoder_matches_protobufs_own_json_parser() -> None:
+    from google.protobuf import json_format
+
+    from services.telemetry.otlp import _hex_ids_to_base64
+
+    span = {"traceId": _hex(16), "spanId": _hex(8), "parentSpanId": _hex(8), "name": "s", "kind": 3,
+            "startTimeUnixNano": "5", "endTimeUnixNano": 9, "status": {"code": 2, "message": "boom"},
+            "attributes": [{"key": "a", "value": {"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": True}]}}},
+                           {"key": "b", "value": {"kvlistValue": {"values": [{"key": "c",
+                                                                              "value": {"doubleValue": 0.5}}]}}}],
+            "events": [{"name": "e", "timeUnixNano": "7", "attributes": [{"key": "x",
+                                                                           "value": {"stringValue": "y"}}]}],
+            "links": [{"traceId": _hex(16), "spanId": _hex(8)}], "droppedAttributesCount": 2}
+    payload = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name",
+                                                              "value": {"stringValue": "x"}}]},
+                                  "scopeSpans": [{"scope": {"name": "lib", "version": "1"}, "spans": [span]}]}]}
+    reference = json_format.ParseDict(_hex_ids_to_base64(payload), ExportTraceServiceRequest())
+    assert decode_json(json.dumps(payload).encode()) == reference

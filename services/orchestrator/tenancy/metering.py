@@ -118,6 +118,14 @@ def _refusal(verdict: Verdict, cost: int) -> ApiError:
                          f"{_duration(retry)}.", kind, None, "rate_limit_exceeded", retry)
 
 
+def _limit_kind(limit: Bucket | Quota | Lease) -> str:
+    """The metric label of a limit: rpm, tpm, concurrency or daily_tokens."""
+    for marker, kind in ((":rpm", "rpm"), (":tpm", "tpm"), (":conc", "concurrency"), (":tpd", "daily_tokens")):
+        if marker in limit.key:
+            return kind
+    return "other"
+
+
 def _status(http_status: int, cancelled: bool) -> str:
     if cancelled:
         return "cancelled"
@@ -178,8 +186,8 @@ class MeteredRequest:
         if not verdict.admitted:
             error = _refusal(verdict, cost)
             label = verdict.refused_by.label if verdict.refused_by else ""
-            if self._metering.on_rejected is not None:
-                self._metering.on_rejected(self.principal.tenant_id, label)
+            if self._metering.on_rejected is not None and verdict.refused_by is not None:
+                self._metering.on_rejected(self.principal.tenant_id, _limit_kind(verdict.refused_by))
             await self._metering.audit_event(AuditEvent(
                 audit.LIMIT_REJECTED, self.principal.actor, self.principal.tenant_id, self.request_id,
                 details={"limit": label, "requested_tokens": cost, "model": model}))
