@@ -82,3 +82,20 @@ def test_keys_are_salted_and_well_formed() -> None:
     assert matches(first.plaintext, first.salt, first.secret_hash)
     assert not matches(second.plaintext, first.salt, first.secret_hash)
     assert key_id_of("sk-sluice-" + "a" * 47) is None and key_id_of("sk-other-" + "a" * 48) is None
+
+
+def test_an_unreachable_limits_backend_fails_closed_with_503() -> None:
+    from services.orchestrator.tenancy.redis_limits import RedisLimiter
+
+    limiter = RedisLimiter("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    meter = Metering(limiter).begin(principal("acme", "plus"), endpoint="chat", request_id="r")
+
+    async def scenario():
+        try:
+            await meter.admit("sluice-demo", 10, 10)
+        finally:
+            await limiter.close()
+
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(scenario())
+    assert refused.value.status == 503 and refused.value.retry_after == 1.0

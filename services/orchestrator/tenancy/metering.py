@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from services.common.errors import ApiError
+from services.common.errors import ApiError, unavailable
 from services.orchestrator.accounting import TokenAccount, current_account
 from services.orchestrator.tenancy import audit
 from services.orchestrator.tenancy.audit import AuditEvent, AuditLog
@@ -181,7 +181,11 @@ class MeteredRequest:
             raise ApiError(403, f"The model `{model}` is not available on the {tier.name} tier.",
                            "invalid_request_error", "model", "model_not_allowed")
         cost = prompt_tokens + max_tokens
-        verdict = await self._metering.limiter.admit(self._limits.ask(cost, self._lease_id), time.time())
+        try:
+            verdict = await self._metering.limiter.admit(self._limits.ask(cost, self._lease_id), time.time())
+        except Exception as exc:  # e.g. Redis unreachable: fail closed, a request must not skip its limits
+            log.warning("rate limits unavailable (%s): refusing request %s", type(exc).__name__, self.request_id)
+            raise unavailable("Rate limiting is temporarily unavailable; retry shortly.", retry_after=1.0) from exc
         self._states = verdict.states
         if not verdict.admitted:
             error = _refusal(verdict, cost)
