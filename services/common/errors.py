@@ -51,8 +51,8 @@ def model_not_found(model: str) -> ApiError:
                     "invalid_request_error", "model", "model_not_found")
 
 
-def unavailable(message: str, retry_after: float | None = 1.0) -> ApiError:
-    return ApiError(503, message, "server_error", None, "service_unavailable", retry_after)
+def unavailable(message: str, retry_after: float | None = 1.0, code: str = "service_unavailable") -> ApiError:
+    return ApiError(503, message, "server_error", None, code, retry_after)
 
 
 def internal(message: str = "The server had an error while processing your request.") -> ApiError:

@@ -16,6 +16,7 @@ from services.orchestrator.chat_request import ChatRequest
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
 from services.orchestrator.routing import RouteDecision, Router
 from services.orchestrator.stop_strings import StopStringMatcher
+from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.triton_llm import LLMChunk, LLMParams, TokenTally, TritonLLM
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,12 @@ class Generator:
                 prefill: str = "", request_id: str | None = None, tenant: str | None = None,
                 tier: str | None = None) -> PreparedGeneration:
         """`tools` (OpenAI tool objects) are rendered by the chat template; `prefill` starts the assistant turn."""
+        principal = current_principal.get()  # admission control sheds the caller's tier first when overloaded
         route = self.router.route(request.model, request_id=request_id or uuid.uuid4().hex, tenant=tenant,
                                   tier=tier, prompt_chars=sum(len(m.content) for m in request.messages),
-                                  max_tokens=request.max_tokens)
+                                  max_tokens=request.max_tokens,
+                                  admission_tier=principal.tier.name if principal is not None else None,
+                                  may_use=principal.tier.allows if principal is not None else None)
         entry, deployment = route.entry, route.deployment
         request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
         template_messages = [m.as_template_dict() for m in request.messages]
@@ -197,8 +201,7 @@ class Generator:
         while True:
             route = prepared.route
             deployment = route.deployment if route else None
-            if deployment is not None:
-                self.router.started(deployment)
+            depth = self.router.started(deployment) if deployment is not None else None
             started, first_token_s, ok = time.monotonic(), None, False
             tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
                                      model_name=deployment.triton_model if deployment else None, tally=tally)
@@ -222,7 +225,8 @@ class Generator:
                 await tokens.aclose()
                 if deployment is not None:
                     # a client that went away is not the deployment's fault
-                    self.router.finished(deployment, ok=ok or first_token_s is not None, ttft_s=first_token_s)
+                    self.router.finished(deployment, ok=ok or first_token_s is not None, ttft_s=first_token_s,
+                                         depth=depth)
 
     def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
         tokenizer = route.deployment.tokenizer

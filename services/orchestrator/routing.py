@@ -6,7 +6,9 @@
 - a deployment whose circuit is open or whose in-flight count is past its `max_queue` sends new requests to the
   model's declared fallback, and says so;
 - brownout: when a deployment's time to first token stays above its SLO for a sustained window, new requests get
-  their `max_tokens` capped until it recovers.
+  their `max_tokens` capped until it recovers;
+- admission control (admission.py): a request whose predicted TTFT would miss its tier's share of the SLO goes to the
+  fallback if that has headroom, else is rejected at once (503 `overloaded` with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 from services.common.circuit_breaker import CircuitBreaker
 from services.common.errors import ApiError, unavailable
 from services.common.settings import Settings
+from services.orchestrator.admission import AdmissionController, AdmissionPolicy
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 
 AUTO = "auto"
@@ -42,12 +45,15 @@ class RoutingPolicy:
     brownout_max_tokens: int = 64
     breaker_failures: int = 3
     breaker_cool_down_s: float = 10.0
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> RoutingPolicy:
+    def from_dict(cls, raw: dict[str, Any] | None, *, slo_ttft_ms: float | None = None) -> RoutingPolicy:
+        """`slo_ttft_ms` (the service's TTFT SLO) is what admission judges by; brownout keeps its own threshold."""
         raw = dict(raw or {})
         auto = raw.pop("auto", {}) or {}
         brownout = raw.pop("brownout", {}) or {}
+        admission = AdmissionPolicy.from_dict(raw.pop("admission", None), ttft_slo_ms=slo_ttft_ms or 500.0)
         return cls(
             auto_small=auto.get("small"), auto_large=auto.get("large"),
             auto_long_prompt_chars=int(auto.get("long_prompt_chars", 2000)),
@@ -59,7 +65,7 @@ class RoutingPolicy:
             brownout_min_samples=int(brownout.get("min_samples", 10)),
             brownout_max_tokens=int(brownout.get("max_tokens", 64)),
             breaker_failures=int(raw.get("breaker_failures", 3)),
-            breaker_cool_down_s=float(raw.get("breaker_cool_down_s", 10)))
+            breaker_cool_down_s=float(raw.get("breaker_cool_down_s", 10)), admission=admission)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Router:
                                                                cool_down_s=self.policy.breaker_cool_down_s,
                                                                clock=clock))
                        for d in catalog.deployments()}
+        self.admission = AdmissionController(self.policy.admission, clock)
 
     # -- choosing ----------------------------------------------------------------------------------------------------
     def _pick_model(self, requested: str, tenant: str | None, tier: str | None, prompt_chars: int,
@@ -136,34 +143,49 @@ class Router:
             point -= weight
         return entry.primary, False
 
-    def _unavailable_reason(self, deployment: Deployment) -> str | None:
+    def _unavailable_reason(self, deployment: Deployment, tier: str | None = None) -> str | None:
         health = self.health[deployment.name]
         if not health.breaker.allow():
             return "circuit-open"
         if health.in_flight >= deployment.max_queue:
             return "queue-full"
+        if self.admission.check(deployment.name, health.in_flight, tier) is not None:
+            return "overloaded"
         return None
 
     def route(self, requested: str, *, request_id: str, tenant: str | None = None, tier: str | None = None,
-              prompt_chars: int = 0, max_tokens: int | None = None) -> RouteDecision:
+              prompt_chars: int = 0, max_tokens: int | None = None,
+              admission_tier: str | None = None, may_use: Callable[[str], bool] | None = None) -> RouteDecision:
+        """`admission_tier` is the tier admission control sheds by (default `tier`, which also steers `auto`);
+        `may_use(model)` says whether the caller may be sent to a fallback model (its tier's model list)."""
+        admission_tier = admission_tier if admission_tier is not None else tier
         entry, reason = self._pick_model(requested, tenant, tier, prompt_chars, max_tokens)
         deployment, canary = self._pick_deployment(entry, request_id)
         if canary:
             reason = "canary"
         seen = {entry.name}
         fallback_from = None
-        while (why := self._unavailable_reason(deployment)) is not None:
+        while (why := self._unavailable_reason(deployment, admission_tier)) is not None:
             fallback_from = f"{deployment.name} ({why})" if fallback_from is None else fallback_from
-            if entry.fallback is None or entry.fallback in seen:
-                retry = self.health[deployment.name].breaker.retry_after() if why == "circuit-open" else 1.0
-                raise unavailable(f"The model `{entry.name}` is temporarily unavailable ({why}).",
-                                  retry_after=max(retry, 1.0))
+            if (entry.fallback is None or entry.fallback in seen
+                    or (may_use is not None and not may_use(self.catalog.get(entry.fallback).name))):
+                raise self._rejection(entry, deployment, why, admission_tier)
             entry = self.catalog.get(entry.fallback)
             seen.add(entry.name)
             deployment, _ = self._pick_deployment(entry, request_id)
         cap = self.policy.brownout_max_tokens if self.health[deployment.name].brownout(self.policy,
                                                                                        self.clock()) else None
         return RouteDecision(entry, deployment, reason, fallback_from, cap)
+
+    def _rejection(self, entry: ModelEntry, deployment: Deployment, why: str, tier: str | None) -> ApiError:
+        if why == "overloaded":
+            rejection = self.admission.check(deployment.name, self.health[deployment.name].in_flight, tier)
+            retry = rejection.retry_after_s if rejection else 1.0
+            return unavailable(f"The model `{entry.name}` is overloaded; retry after the suggested delay.",
+                               retry_after=retry, code="overloaded")
+        retry = self.health[deployment.name].breaker.retry_after() if why == "circuit-open" else 1.0
+        return unavailable(f"The model `{entry.name}` is temporarily unavailable ({why}).",
+                           retry_after=max(retry, 1.0))
 
     def fallback_after_failure(self, decision: RouteDecision, request_id: str) -> RouteDecision | None:
         """After `decision`'s deployment failed before producing anything: the fallback route, if there is one."""
@@ -177,23 +199,29 @@ class Router:
         return RouteDecision(fallback, deployment, decision.reason, f"{decision.deployment.name} (failed)")
 
     # -- feedback ----------------------------------------------------------------------------------------------------
-    def started(self, deployment: Deployment) -> None:
-        self.health[deployment.name].in_flight += 1
+    def started(self, deployment: Deployment) -> int:
+        """Counts the request in; returns how many were in flight before it (its queue depth, for `finished`)."""
+        health = self.health[deployment.name]
+        health.in_flight += 1
+        return health.in_flight - 1
 
-    def finished(self, deployment: Deployment, *, ok: bool, ttft_s: float | None = None) -> None:
+    def finished(self, deployment: Deployment, *, ok: bool, ttft_s: float | None = None,
+                 depth: int | None = None) -> None:
         health = self.health[deployment.name]
         health.in_flight = max(0, health.in_flight - 1)
         if ok:
             health.breaker.record_success()
+            self.admission.observe_completion(deployment.name)
         else:
             health.breaker.record_failure()
         if ttft_s is not None:
             health.ttfts.append((self.clock(), ttft_s))
+            self.admission.observe_ttft(deployment.name, ttft_s, depth if depth is not None else health.in_flight)
 
 
 def load_routing_policy(settings: Settings) -> RoutingPolicy:
     """The `routing:` section of the catalog file (defaults when there is none)."""
     if not settings.catalog_path.exists():
-        return RoutingPolicy()
+        return RoutingPolicy(admission=AdmissionPolicy(ttft_slo_s=settings.slo_ttft_ms / 1000))
     raw = yaml.safe_load(settings.catalog_path.read_text()) or {}
-    return RoutingPolicy.from_dict(raw.get("routing"))
+    return RoutingPolicy.from_dict(raw.get("routing"), slo_ttft_ms=settings.slo_ttft_ms)

@@ -1,0 +1,171 @@
+"""Admission control: the TTFT prediction, tiered shedding, the max_queue bound, Retry-After, and the off switch —
+driven with a fake clock, on its own and through the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import ApiError
+from services.orchestrator.admission import AdmissionController, AdmissionPolicy
+from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
+from services.orchestrator.routing import Router, RoutingPolicy
+
+DEP = "small-v1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def controller(**policy) -> tuple[AdmissionController, Clock]:
+    clock = Clock()
+    return AdmissionController(AdmissionPolicy(ttft_slo_s=1.0, **policy), clock=clock), clock
+
+
+def first_shed_depth(admission: AdmissionController, tier: str | None, deployment: str = DEP) -> int | None:
+    return next((n for n in range(200) if admission.check(deployment, n, tier) is not None), None)
+
+
+def test_predicted_ttft_grows_with_queue_depth() -> None:
+    admission, _ = controller()
+    assert admission.predicted_ttft(DEP, 5) is None  # nothing measured yet
+    admission.observe_ttft(DEP, 0.5, depth=3)  # 4 places in the queue took 0.5 s: 0.125 s a place
+    assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.125)
+    assert admission.predicted_ttft(DEP, 7) == pytest.approx(1.0)
+    depths = [admission.predicted_ttft(DEP, n) for n in range(10)]
+    assert depths == sorted(depths) and depths[0] < depths[-1]
+    admission.observe_ttft(DEP, 1.125, depth=0)  # the deployment got slower: the estimate follows (EWMA 0.2)
+    assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.2 * 1.125 + 0.8 * 0.125)
+
+
+def test_lower_tiers_are_shed_first() -> None:
+    admission, _ = controller()
+    admission.observe_ttft(DEP, 0.125, depth=0)
+    # budgets 0.5 / 0.8 / 1.0 s at 0.125 s a place: free fits behind 3, plus behind 5, enterprise behind 7
+    assert first_shed_depth(admission, "free") == 4
+    assert first_shed_depth(admission, "plus") == 6
+    assert first_shed_depth(admission, "enterprise") == 8
+    assert first_shed_depth(admission, None) == 8  # no tier (tenancy off): the whole SLO
+    rejection = admission.check(DEP, 4, "free")
+    assert rejection.predicted_ttft_s == pytest.approx(0.625) and rejection.budget_s == pytest.approx(0.5)
+    assert admission.check(DEP, 4, "plus") is None and admission.check(DEP, 4, "enterprise") is None
+
+
+def test_nothing_ahead_is_never_shed() -> None:
+    """However pessimistic a stale estimate is, an empty deployment admits, so new samples can correct it."""
+    admission, _ = controller()
+    admission.observe_ttft(DEP, 30.0, depth=0)
+    assert admission.check(DEP, 0, "free") is None
+    assert admission.check(DEP, 1, "free") is not None
+
+
+def test_retry_after_comes_from_the_completion_rate() -> None:
+    admission, clock = controller()
+    admission.observe_ttft(DEP, 0.125, depth=0)
+    for _ in range(20):  # 20 completions in the 10 s window: 2 a second
+        admission.observe_completion(DEP)
+        clock.now += 0.25
+    assert admission.completion_rate(DEP) == pytest.approx(2.0)
+    # free is admitted behind at most 3; behind 9, six must finish first: 3 s at 2 a second
+    assert admission.check(DEP, 9, "free").retry_after_s == pytest.approx(3.0)
+    assert admission.check(DEP, 4, "free").retry_after_s == 1.0  # never below one second
+    clock.now += 60  # the window emptied: no rate, so the predicted excess (capped)
+    assert admission.completion_rate(DEP) is None
+    assert admission.check(DEP, 9, "free").retry_after_s == 1.0  # 0.75 s over budget, floored at 1
+    assert admission.check(DEP, 1000, "free").retry_after_s == 30.0  # capped
+
+
+def test_off_means_never_shed() -> None:
+    admission, _ = controller(enabled=False)
+    admission.observe_ttft(DEP, 10.0, depth=0)
+    assert first_shed_depth(admission, "free") is None
+
+
+def test_policy_from_catalog_and_validation() -> None:
+    policy = AdmissionPolicy.from_dict({"enabled": False, "tier_shares": {"free": 0.3}}, ttft_slo_ms=200)
+    assert not policy.enabled and policy.ttft_slo_s == pytest.approx(0.2)
+    assert policy.budget_s("free") == pytest.approx(0.06) and policy.budget_s("plus") == pytest.approx(0.16)
+    assert AdmissionPolicy.from_dict(None, ttft_slo_ms=500).enabled  # on by default
+    routing = RoutingPolicy.from_dict({"admission": {"tier_shares": {"plus": 0.9}}}, slo_ttft_ms=800)
+    assert routing.admission.budget_s("plus") == pytest.approx(0.72)
+    with pytest.raises(ValueError):
+        AdmissionPolicy(tier_shares={"free": 0})
+    with pytest.raises(ValueError):
+        AdmissionPolicy(ttft_slo_s=0)
+
+
+# -- through the router --------------------------------------------------------------------------------------------
+def deployment(name: str, max_queue: int = 16) -> Deployment:
+    return Deployment(name=name, triton_model=f"llm_{name}", checkpoint_dir=Path("/nowhere"), tokenizer=None,
+                      context_window=1024, max_queue=max_queue)
+
+
+@pytest.fixture
+def router() -> Router:
+    small, large, lonely = deployment("small-v1"), deployment("large-v1"), deployment("lonely-v1", max_queue=4)
+    catalog = ModelCatalog([
+        ModelEntry("sluice-small", [(small, 100)], fallback="sluice-large"),
+        ModelEntry("sluice-large", [(large, 100)]),
+        ModelEntry("lonely", [(lonely, 100)]),
+    ])
+    return Router(catalog, RoutingPolicy(admission=AdmissionPolicy(ttft_slo_s=1.0)), clock=Clock())
+
+
+def load(router: Router, name: str, in_flight: int, ttft_s: float = 0.125) -> Deployment:
+    target = router.route(name, request_id="r").deployment
+    assert router.started(target) == 0  # started() says how many were ahead
+    router.finished(target, ok=True, ttft_s=ttft_s, depth=0)
+    for _ in range(in_flight):
+        router.started(target)
+    return target
+
+
+def test_router_sends_an_overloaded_request_to_a_fallback_with_headroom(router: Router) -> None:
+    load(router, "sluice-small", in_flight=4)
+    decision = router.route("sluice-small", request_id="r", admission_tier="free")
+    assert decision.deployment.name == "large-v1" and decision.fallback_from == "small-v1 (overloaded)"
+    assert router.route("sluice-small", request_id="r", admission_tier="enterprise").deployment.name == "small-v1"
+
+
+def test_router_rejects_at_once_with_retry_after_when_nothing_can_take_it(router: Router) -> None:
+    load(router, "lonely", in_flight=1, ttft_s=0.5)  # 0.5 s a place: free (0.5 s) fits only an empty queue
+    with pytest.raises(ApiError) as info:
+        router.route("lonely", request_id="r", admission_tier="free")
+    error = info.value
+    assert error.status == 503 and error.code == "overloaded" and error.retry_after >= 1
+    assert router.route("lonely", request_id="r", tier="enterprise").deployment.name == "lonely-v1"  # tier decides
+
+
+def test_max_queue_is_a_hard_bound_for_every_tier_on_or_off(router: Router) -> None:
+    target = load(router, "lonely", in_flight=4, ttft_s=0.0)  # predicted TTFT 0: only the bound can refuse
+    for tier in ("free", "plus", "enterprise", None):
+        with pytest.raises(ApiError) as info:
+            router.route("lonely", request_id="r", admission_tier=tier)
+        assert info.value.status == 503
+    off = Router(router.catalog, RoutingPolicy(admission=AdmissionPolicy(enabled=False)), clock=Clock())
+    for _ in range(target.max_queue):
+        off.started(target)
+    with pytest.raises(ApiError):
+        off.route("lonely", request_id="r", admission_tier="enterprise")
+
+
+def test_router_with_admission_off_never_sheds_below_max_queue(router: Router) -> None:
+    off = Router(router.catalog, RoutingPolicy(admission=AdmissionPolicy(enabled=False)), clock=Clock())
+    target = load(off, "lonely", in_flight=3, ttft_s=30.0)
+    assert off.route("lonely", request_id="r", admission_tier="free").deployment is target
+
+
+def test_an_overloaded_request_is_not_sent_to_a_fallback_its_tier_may_not_use(router: Router) -> None:
+    """A free tenant whose tier lists only the small model gets 503 + Retry-After, not a fallback that 403s."""
+    load(router, "sluice-small", in_flight=4)
+    with pytest.raises(ApiError) as info:
+        router.route("sluice-small", request_id="r", admission_tier="free", may_use=lambda m: m == "sluice-small")
+    assert info.value.status == 503 and info.value.code == "overloaded"
+    assert router.route("sluice-small", request_id="r", admission_tier="free",
+                        may_use=lambda m: True).deployment.name == "large-v1"
