@@ -38,6 +38,15 @@ def stack_settings(run_dir: Path, model_dir: Path = DEMO_MODEL) -> Settings:
                     retrieval_metrics_port=retrieval_metrics)
 
 
+def engine_metric(stack: Settings, name: str, labels: str = "") -> float:
+    """The sum of a Triton engine metric's samples whose line contains `labels`."""
+    import httpx
+
+    text = httpx.get(f"http://{stack.host}:{stack.triton_metrics_port}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and labels in line)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     from services.supervisor.stack import Stack

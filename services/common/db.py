@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,15 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+async def write_detached(write: Callable[[], None], description: str) -> None:
+    """Runs a blocking write in the thread pool, submitted at once: neither the caller's cancellation nor the loop's
+    shutdown can drop it. A failed write is logged (as `description`), never raised: a record must not take the
+    request down with it."""
+    try:
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, write))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logging.getLogger(__name__).exception("could not write %s", description)

@@ -9,10 +9,29 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from services.common.logging import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.settings import Settings
 from services.common.telemetry import setup_tracing
+
+
+async def start_serving(server: grpc.aio.Server, address: str, service_names: tuple[str, ...], what: str) -> int:
+    """Adds health checking and reflection for `service_names`, binds `address` (port 0: any free port), starts the
+    server and reports every service SERVING. Returns the bound port."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the {what} to {address}")
+    await server.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return port
 
 
 async def wait_for_stop_signal() -> None:

@@ -7,13 +7,11 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
 from services.common.db import create_db_engine
 from services.common.metrics import record_rate_limited, watch_in_flight
-from services.common.service_main import run_service, wait_for_stop_signal
+from services.common.service_main import run_service, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.orchestrator.catalog import load_catalog
@@ -76,15 +74,8 @@ async def create_server(settings: Settings, address: str | None = None,
     chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering), server)
     conversations_pb2_grpc.add_ConversationsServicer_to_server(
         ConversationsService(ConversationStore(db), generator, metering=metering), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address or f"{settings.host}:{settings.orchestrator_port}")
-    if port == 0:
-        raise OSError(f"cannot bind the orchestrator to {address or settings.orchestrator_port}")
-    await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = await start_serving(server, address or f"{settings.host}:{settings.orchestrator_port}", SERVICE_NAMES,
+                               "orchestrator")
     return server, port, llm
 
 

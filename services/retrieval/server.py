@@ -6,11 +6,9 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
-from services.common.service_main import run_service, wait_for_stop_signal
+from services.common.service_main import run_service, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.retrieval.embedding_client import EmbeddingClient
@@ -36,15 +34,7 @@ async def create_server(settings: Settings, address: str | None = None,
     server = grpc.aio.server(interceptors=server_interceptors("retrieval", settings),
                              options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     retrieval_pb2_grpc.add_RetrievalServicer_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address or settings.retrieval_url)
-    if port == 0:
-        raise OSError(f"cannot bind the retrieval service to {address or settings.retrieval_url}")
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = await start_serving(server, address or settings.retrieval_url, (SERVICE_NAME,), "retrieval service")
     return server, port, store, embedder
 
 

@@ -7,12 +7,10 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
 from services.common.metrics import record_safety
-from services.common.service_main import run_service, wait_for_stop_signal
+from services.common.service_main import run_service, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.safety.checker import check_messages
@@ -99,15 +97,8 @@ async def create_server(settings: Settings, address: str | None = None, classifi
     server = grpc.aio.server(interceptors=server_interceptors("safety", settings),
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     safety_pb2_grpc.add_SafetyServicer_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address or f"{settings.host}:{settings.safety_port}")
-    if port == 0:
-        raise OSError(f"cannot bind the safety service to {address or settings.safety_port}")
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = await start_serving(server, address or f"{settings.host}:{settings.safety_port}", (SERVICE_NAME,),
+                               "safety service")
     return server, port, service
 
 

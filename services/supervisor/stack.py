@@ -164,11 +164,10 @@ class Stack:
         tmp.replace(path)
 
 
-def banner(settings: Settings, seconds: float) -> str:
-    from services.orchestrator.tenancy.dev_key import ensure_dev_key, key_file
+def banner(settings: Settings, seconds: float, key: str) -> str:
+    from services.orchestrator.tenancy.dev_key import key_file
 
     base = settings.public_base_url
-    key = ensure_dev_key(settings)
     return f"""
 Sluice is up ({seconds:.1f} s): Triton (CPU), safety, retrieval, orchestrator and Envoy
   OpenAI-compatible API : {base}   (model: {settings.model_name})
@@ -201,8 +200,11 @@ def run_foreground(settings: Settings) -> int:
     except StackError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
+    from services.orchestrator.tenancy.dev_key import ensure_dev_key
+
+    key = ensure_dev_key(settings)  # before the stack says it is ready, so `up --detach` finds the key file
     stack.write_state(ready=True)
-    print(banner(settings, time.monotonic() - started), flush=True)
+    print(banner(settings, time.monotonic() - started, key), flush=True)
     exit_code = 0
     while not stop.wait(0.5):
         failed = stack.failed_process()
@@ -262,7 +264,9 @@ def up(detach: bool, settings: Settings | None = None) -> int:
         tail = "\n".join((settings.run_dir / "supervisor.log").read_text(errors="replace").splitlines()[-20:])
         print(f"sluice: the stack did not start:\n{tail}", file=sys.stderr)
         return 1
-    print(banner(settings, time.monotonic() - started))
+    from services.orchestrator.tenancy.dev_key import key_file
+
+    print(banner(settings, time.monotonic() - started, key_file(settings).read_text().strip()))
     print(f"detached (supervisor pid {child.pid}); stop it with `sluice down`")
     return 0
 

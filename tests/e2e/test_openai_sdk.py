@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from services.common.settings import Settings
+from tests.conftest import engine_metric
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -44,10 +45,10 @@ def test_streaming_chat_yields_chunks_role_first_finish_last_and_usage(client: o
 
 
 def test_non_streaming_usage_counts_are_exact(client: openai.OpenAI, stack: Settings, demo_tokenizer) -> None:
-    generated_before = _engine_metric(stack, "sluice_engine_output_tokens_total")
+    generated_before = engine_metric(stack, "sluice_engine_output_tokens_total")
     reply = client.chat.completions.create(model=stack.model_name, messages=HELLO, temperature=0, max_tokens=64)
     # completion tokens are the engine's own count of tokens it generated for this request
-    generated = _engine_metric(stack, "sluice_engine_output_tokens_total") - generated_before
+    generated = engine_metric(stack, "sluice_engine_output_tokens_total") - generated_before
     assert reply.usage.completion_tokens == generated
     assert reply.usage.completion_tokens > 0
     assert reply.object == "chat.completion"
@@ -164,18 +165,9 @@ def test_sse_frames_arrive_incrementally(stack: Settings, api_key: str) -> None:
     assert last - first > 0.5 * last, (first, last)
 
 
-def _engine_metric(stack: Settings, name: str, labels: str = "") -> float:
-    text = httpx.get(f"http://{stack.host}:{stack.triton_metrics_port}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_client_disconnect_stops_generation_in_triton(stack: Settings, api_key: str) -> None:
-    before_cancelled = _engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"')
-    tokens_before = _engine_metric(stack, "sluice_engine_output_tokens_total")
+    before_cancelled = engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"')
+    tokens_before = engine_metric(stack, "sluice_engine_output_tokens_total")
     body = {"model": stack.model_name, "messages": HELLO, "stream": True, "max_tokens": 400, "min_tokens": 400}
     with httpx.stream("POST", f"{stack.public_base_url}/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {api_key}"}) as reply:
@@ -187,16 +179,16 @@ def test_client_disconnect_stops_generation_in_triton(stack: Settings, api_key: 
                 break  # leaving the block closes the connection mid-stream
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if _engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"') > before_cancelled:
+        if engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"') > before_cancelled:
             break
         time.sleep(0.1)
-    assert _engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"') == before_cancelled + 1
-    assert _engine_metric(stack, "sluice_engine_requests_running") == 0
-    assert _engine_metric(stack, "sluice_engine_kv_blocks_used") == 0  # its KV blocks were freed
-    tokens = _engine_metric(stack, "sluice_engine_output_tokens_total")
+    assert engine_metric(stack, "sluice_engine_requests_total", 'outcome="cancelled"') == before_cancelled + 1
+    assert engine_metric(stack, "sluice_engine_requests_running") == 0
+    assert engine_metric(stack, "sluice_engine_kv_blocks_used") == 0  # its KV blocks were freed
+    tokens = engine_metric(stack, "sluice_engine_output_tokens_total")
     assert tokens - tokens_before < 200  # stopped long before its 400 tokens
     time.sleep(0.5)
-    assert _engine_metric(stack, "sluice_engine_output_tokens_total") == tokens  # nothing is generating any more
+    assert engine_metric(stack, "sluice_engine_output_tokens_total") == tokens  # nothing is generating any more
 
 
 def test_error_bodies_never_5xx_for_client_mistakes(stack: Settings, api_key: str) -> None:

@@ -23,8 +23,8 @@ from services.orchestrator.tenancy.audit import AuditLog
 from services.orchestrator.tenancy.usage import UsageLog
 from services.supervisor.health import grpc_serving
 from services.supervisor.stack import settings_env
-from tests.conftest import free_ports
-from tests.unit.test_tenancy_limits import REDIS_URL
+from tests.conftest import engine_metric, free_ports
+from tests.unit.test_tenancy_limits import REDIS_URL, require_redis
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -144,16 +144,10 @@ def test_the_concurrency_limit_refuses_a_second_stream_until_the_first_ends(stac
             time.sleep(0.2)
 
 
-def _engine_output_tokens(stack: Settings) -> float:
-    text = httpx.get(f"http://{stack.host}:{stack.triton_metrics_port}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("sluice_engine_output_tokens_total{"))
-
-
 def test_usage_records_equal_engine_token_counts_under_a_burst_with_disconnects(stack: Settings,
                                                                                 tenant_keys) -> None:
     key = tenant_keys("burst-co", "enterprise")
-    before = _engine_output_tokens(stack)
+    before = engine_metric(stack, "sluice_engine_output_tokens_total{")
     streamed: list[int] = []
 
     def one(index: int) -> None:
@@ -177,7 +171,7 @@ def test_usage_records_equal_engine_token_counts_under_a_burst_with_disconnects(
     while len(records := usage_records(stack, "burst-co")) < 12 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
-    after = _engine_output_tokens(stack)
+    after = engine_metric(stack, "sluice_engine_output_tokens_total{")
     assert len(records) == 12
     assert sum(r.completion_tokens for r in records) == after - before  # every token the engine made is billed
     assert all(r.prompt_tokens > 0 and r.deployment == "sluice-demo-v1" for r in records)
@@ -189,12 +183,7 @@ def test_usage_records_equal_engine_token_counts_under_a_burst_with_disconnects(
 @pytest.fixture
 def two_replicas(stack: Settings) -> Iterator[list[str]]:
     """Two more orchestrator processes on the stack's Triton and database, sharing limits through Redis."""
-    import redis
-
-    try:
-        redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    require_redis()
     processes, targets, logs = [], [], []
     ports = free_ports(4)
     for port, metrics_port in zip(ports[:2], ports[2:], strict=True):

@@ -70,6 +70,9 @@ def test_keys_are_shown_once_stored_hashed_and_revocable(engine) -> None:
     assert store.authenticate(created.plaintext) is None
     events = [row.event for row in reversed(AuditLog(engine).list(tenant_id="acme"))]
     assert events == ["tenant.created", "key.created", "key.revoked"]
+    # a key can belong to a user of the tenant, created on first use
+    alice = [store.create_key("acme", user="alice").row.user_id for _ in range(2)]
+    assert alice[0] is not None and alice[0] == alice[1] != store.create_key("acme", user="bob").row.user_id
 
 
 def test_bad_names_and_tiers_are_refused_and_change_nothing(engine) -> None:

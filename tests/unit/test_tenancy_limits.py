@@ -24,15 +24,20 @@ REDIS_URL = os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_800_000_000.0
 
 
-def _redis_limiter():
+def require_redis() -> None:
+    """Skips the test, saying why, when the Redis server is not running."""
     import redis
-
-    from services.orchestrator.tenancy.redis_limits import RedisLimiter
 
     try:
         redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc}")
+
+
+def _redis_limiter():
+    from services.orchestrator.tenancy.redis_limits import RedisLimiter
+
+    require_redis()
     return RedisLimiter(REDIS_URL, prefix=f"sluice-test:{uuid.uuid4().hex}:")
 
 

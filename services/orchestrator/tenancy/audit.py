@@ -4,10 +4,9 @@ SHA-256 unless the tenant opted in to storing the text."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import json
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,10 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from services.common.db import session_factory
+from services.common.db import session_factory, write_detached
 from services.orchestrator.tenancy.models import AuditRow
-
-log = logging.getLogger(__name__)
 
 KEY_CREATED = "key.created"
 KEY_REVOKED = "key.revoked"
@@ -65,13 +62,7 @@ class AuditLog:
             session.add(event.row())
 
     async def record(self, event: AuditEvent) -> None:
-        try:
-            # submitted to the thread pool now: neither this task's cancellation nor loop shutdown can drop it
-            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self.write, event))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the audit log must not take the request down with it; the failure is loud in the log
-            log.exception("could not write audit event %s", event.event)
+        await write_detached(functools.partial(self.write, event), f"audit event {event.event}")
 
     def list(self, *, tenant_id: str | None = None, event: str | None = None, limit: int = 100) -> list[AuditRow]:
         with self._sessions() as session:

@@ -98,14 +98,15 @@ class TenantStore:
         with self._sessions() as session:
             return list(session.scalars(select(TenantRow).order_by(TenantRow.id)))
 
-    def user_id(self, tenant: str, name: str) -> str:
-        """The id of the tenant's user `name`, created on first use."""
-        with self._sessions.begin() as session:
-            row = session.scalar(select(UserRow).where(UserRow.tenant_id == tenant, UserRow.name == name))
-            if row is None:
-                row = UserRow(id=str(uuid.uuid4()), tenant_id=tenant, name=name, created_at=_now())
-                session.add(row)
-            return row.id
+    @staticmethod
+    def _user_id(session: Session, tenant: str, name: str) -> str:
+        """The id of the tenant's user `name`, created on first use (the tenant row must exist)."""
+        row = session.scalar(select(UserRow).where(UserRow.tenant_id == tenant, UserRow.name == name))
+        if row is None:
+            row = UserRow(id=str(uuid.uuid4()), tenant_id=tenant, name=name, created_at=_now())
+            session.add(row)
+            session.flush()
+        return row.id
 
     # -- keys ------------------------------------------------------------------------------------------------------
     def create_key(self, tenant: str, *, tier: str | None = None, name: str = "", user: str | None = None,
@@ -116,18 +117,13 @@ class TenantStore:
                              ("tokens_per_day", limits.tokens_per_day)):
             if value is not None and value <= 0:
                 raise TenancyError(f"{field} must be positive")
-        user_id = self.user_id(tenant, user) if user and self.get_tenant(tenant) else None
         with self._sessions.begin() as session:
             row, created = self._ensure_tenant(session, tenant, tier, actor)
             if tier is not None and row.tier != tier:
                 self.tiers.get(tier)
                 row.tier = tier
                 session.add(audit.AuditEvent(audit.TENANT_UPDATED, actor, tenant, details={"tier": tier}).row())
-            if user and user_id is None:
-                user_row = UserRow(id=str(uuid.uuid4()), tenant_id=tenant, name=user, created_at=_now())
-                session.add(user_row)
-                session.flush()
-                user_id = user_row.id
+            user_id = self._user_id(session, tenant, user) if user else None
             new = generate_key()
             key = ApiKeyRow(id=new.id, tenant_id=tenant, user_id=user_id, name=name, prefix=new.prefix,
                             salt=new.salt, secret_hash=new.secret_hash, rpm=limits.rpm, tpm=limits.tpm,

@@ -3,18 +3,15 @@ went away), and the per-tenant, per-day report built from them."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, case, func, select
 
-from services.common.db import session_factory
+from services.common.db import session_factory, write_detached
 from services.orchestrator.tenancy.models import UsageRow
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +64,8 @@ class UsageLog:
             session.add(record.row())
 
     async def record(self, record: UsageRecord) -> None:
-        """Writes off the event loop; shielded, so a request cancelled mid-write still gets its row."""
-        try:
-            # submitted to the thread pool now: neither this task's cancellation nor loop shutdown can drop it
-            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self.write, record))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("could not write the usage record of request %s", record.request_id)
+        """Writes off the event loop; a request cancelled mid-write still gets its row."""
+        await write_detached(functools.partial(self.write, record), f"the usage record of request {record.request_id}")
 
     def report(self, *, tenant_id: str | None = None, since_day: str | None = None) -> list[UsageLine]:
         def status_count(status: str):
