@@ -5,7 +5,9 @@ for BM25 by Milvus' own function into a sparse vector), document and chunk ids, 
 (a partition key), metadata JSON, and the chunk's vectors packed for re-scoring (whole chunk first, then its sentence
 windows; float16, base64 — neither Lite nor a 2.5 server has a variable-length list of vectors). Every read and delete
 is built here with `tenant_id == <tenant>` first, so no caller can widen it; metadata filters are structured
-(key == value), never raw expressions.
+(key == value), never raw expressions. On a Milvus server `tenant_id` is also the partition key, so a search touches
+only its tenant's partitions; Milvus Lite 2.5 rejects every filter on a collection with a partition key, so there the
+mandatory filter alone isolates tenants.
 """
 
 from __future__ import annotations
@@ -113,10 +115,12 @@ def _truncate_utf8(text: str, limit: int) -> str:
 
 
 class MilvusStore:
-    """Thread-safe by one lock: the service calls it from worker threads, and Milvus Lite is one embedded engine."""
+    """Thread-safe: the service calls it from worker threads. Writes and collection set-up hold one lock (a document's
+    upsert and stale-chunk delete must not interleave with another ingest of it); searches do not."""
 
     def __init__(self, uri: str, token: str | None = None) -> None:
         self.uri = uri
+        self.lite = uri.endswith(".db")  # pymilvus' own rule: a local path ending in .db runs Milvus Lite
         self.client = MilvusClient(uri, token=token or "")
         self._ready: dict[str, bool] = {}  # loaded collections → whether they have PACKED
         self._lock = threading.Lock()
@@ -141,7 +145,7 @@ class MilvusStore:
     def _create(self, name: str) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("tenant_id", DataType.VARCHAR, max_length=256, is_partition_key=True)
+        schema.add_field("tenant_id", DataType.VARCHAR, max_length=256, is_partition_key=not self.lite)
         schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_ID)
         schema.add_field("chunk_id", DataType.VARCHAR, max_length=MAX_ID + 16)
         schema.add_field("chunk_index", DataType.INT32)
@@ -247,15 +251,17 @@ class MilvusStore:
                 expression: str) -> list[StoredHit]:
         with self._lock:
             name = self._collection(collection, create=False)
-            if name is None:
-                return []
-            fields = OUTPUT_FIELDS + [PACKED] if self._ready[name] else OUTPUT_FIELDS
-            result = self.client.search(name, data=data, anns_field=field_name, limit=limit, filter=expression,
-                                        output_fields=fields, search_params={"metric_type": metric})
+        if name is None:
+            return []
+        # Searches run outside the lock: Milvus (Lite included) is a separate process behind a thread-safe gRPC
+        # client, so the dense and BM25 searches of one query, and concurrent queries, overlap.
+        fields = OUTPUT_FIELDS + [PACKED] if self._ready[name] else OUTPUT_FIELDS
+        result = self.client.search(name, data=data, anns_field=field_name, limit=limit, filter=expression,
+                                    output_fields=fields, search_params={"metric_type": metric})
         hits = []
         for hit in result[0]:
             entity = hit["entity"]
-            # Milvus Lite reports BM25 as a negative distance (smaller is better), a server as a positive score.
+            # BM25 comes back as a positive score from Milvus (Lite 3.x reported it negated; abs() reads both).
             score = float(hit["distance"])
             packed = entity.get(PACKED)
             hits.append(StoredHit(entity["chunk_id"], entity["document_id"], entity["text"],

@@ -296,7 +296,7 @@ def test_errors_carry_the_ids_and_the_log_line_names_request_and_trace(stack: Se
     assert line["trace_id"] == trace_id and re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
     assert line["component"] == "orchestrator" and line["level"] == "info"
     # every line these services write is JSON (Triton and Envoy have their own formats; the retrieval service is left
-    # out: the Milvus Lite / faiss libraries inside it can write to stderr themselves)
+    # out: the Milvus Lite process it starts can write to stderr itself)
     for component in ("orchestrator", "safety", "telemetry"):
         raw = (stack.run_dir / "logs" / f"{component}.log").read_text(errors="replace").splitlines()
         assert raw, component

@@ -85,17 +85,14 @@ def test_bad_requests_are_invalid_argument(retrieval) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_evaluation_slice_hybrid_recall(retrieval) -> None:
-    """A slice of the evaluation corpus, small enough for the suite: 30 tune questions over 100 documents (their
-    answers plus distractors of the same kinds). The full run, on the held-out split too, is `sluice eval retrieval`."""
-    documents, questions = load(split="tune")
-    questions = questions[:30]
-    answers = {q["document_id"] for q in questions}
-    distractors = [d for d in documents if d["id"] not in answers][: 100 - len(answers)]
-    ingest_corpus(retrieval, "eval_slice", [d for d in documents if d["id"] in answers] + distractors)
-    scores = evaluate(retrieval, "eval_slice", questions, k=5)
-    print(f"\n[retrieval slice] { {mode: (s.recall, round(s.mrr, 3)) for mode, s in scores.items()} }")
+def test_held_out_evaluation_meets_the_recall_target(retrieval) -> None:
+    """The issue's target on the whole shipped corpus (250 documents), measured on the held-out questions: hybrid
+    recall@5 ≥ 0.9 and above both single signals. Deterministic on Milvus Lite 2.5: two runs gave the same figures
+    (dense 0.912, lexical 0.872, hybrid 0.928)."""
+    documents, questions = load(split="test")
+    ingest_corpus(retrieval, "eval_full", documents)
+    scores = evaluate(retrieval, "eval_full", questions, k=5)
+    print(f"\n[retrieval held-out] { {mode: (s.recall, round(s.mrr, 3)) for mode, s in scores.items()} }")
     assert scores["hybrid"].recall >= 0.9
-    assert scores["hybrid"].recall >= max(scores["dense"].recall, scores["lexical"].recall)
-    # Measured 1.0 / 0.944 (hybrid), 1.0 / 0.940 (dense), 0.933 / 0.872 (lexical): allow one swap of ranks 1 and 2.
-    assert scores["hybrid"].mrr > scores["lexical"].mrr and scores["hybrid"].mrr >= scores["dense"].mrr - 0.02
+    assert scores["hybrid"].recall > max(scores["dense"].recall, scores["lexical"].recall)
+    assert scores["hybrid"].mrr > max(scores["dense"].mrr, scores["lexical"].mrr)
