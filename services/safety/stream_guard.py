@@ -5,7 +5,10 @@ it leaves, so the trailing piece that could still grow into a match (an unfinish
 card or phone number may continue) is held back — at most `max_hold` characters. The classifier sees the last
 `window` characters (emitted text plus the new part) every `classify_every` characters or at a sentence end, and
 text is not emitted before it has been classified; an unsafe window STOPs the stream and what was already sent
-stays sent. Memory is bounded by `window + max_hold + classify_every`, whatever the answer's length.
+stays sent. Time to first token: the first word is released as soon as it is finished (or closed by punctuation),
+without waiting for `classify_every` characters — that wait was most of what the platform added to TTFT — and it is
+classified while still unfinished, so the classifier call overlaps the next token's generation. Memory is bounded
+by `window + max_hold + classify_every`, whatever the answer's length.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from services.safety.verdict import Action, CategoryResult, judge
 # group inside an IBAN ("WEST").
 _GROUP = re.compile(r"[+(]?(?=[^\s]*\d)[\dA-Za-z()+\-.]{1,8}|[A-Z]{2,4}")
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$")
+# An answer's first word may go out before the next token shows it is finished when it is letters closed by
+# punctuation no PII value continues through ("Hello!", "Sure,"); not in an assignment (`password = Hello!...`).
+_CLOSED_WORD = re.compile(r"[A-Za-z]+[!?,;]+")
+_ASSIGNMENT = re.compile(r"[=:]")
 
 
 def hold_start(text: str, max_hold: int) -> int:
@@ -66,6 +73,8 @@ class StreamGuard:
         self._pending = ""       # received, not yet sent (original text)
         self._offset = 0         # position of _pending[0] in the original stream
         self.stopped = False
+        self._released = False   # whether any text has been sent yet
+        self._cleared_ahead = ""  # before the first release: the pending text already classified as safe
 
     async def feed(self, text: str) -> GuardDecision:
         if self.stopped:
@@ -83,6 +92,9 @@ class StreamGuard:
     async def _advance(self, final: bool) -> GuardDecision:
         raw = self._pending
         cut = len(raw) if final else hold_start(raw, self.max_hold)
+        if (not final and not self._released and _CLOSED_WORD.fullmatch(raw[cut:])
+                and not _ASSIGNMENT.search(raw)):
+            cut = len(raw)
         check = rule_check(raw, self.policy, injection=False)
         for finding in check.findings:  # never cut through a match: hold all of it
             if finding.start < cut < finding.end and not final:
@@ -93,24 +105,37 @@ class StreamGuard:
             return self._stop([CategoryResult(DENY_CATEGORY, 1.0, self.policy.threshold(DENY_CATEGORY), True)],
                               deny)
         if cut == 0:
+            if not final and not self._released and raw and not self._cleared_ahead:
+                # The answer's first word is unfinished: classify it now, while the next token is being generated,
+                # so that releasing it then needs no classifier call of its own.
+                if unsafe := await self._unsafe(raw):
+                    return self._stop(unsafe, [])
+                self._cleared_ahead = raw
             return GuardDecision(Action.ALLOW)
         ready = raw[:cut]
-        if not final and len(ready) < self.classify_every and not _SENTENCE_END.search(ready):
+        if not final and self._released and len(ready) < self.classify_every and not _SENTENCE_END.search(ready):
             return GuardDecision(Action.ALLOW)  # too little new text to be worth a classifier call: hold it
         redactable = [f for f in ready_findings if f.category != DENY_CATEGORY
                       and self.policy.action(f.category) is PolicyAction.REDACT]
         text = redact(ready, redactable)
-        scored = await classify(self.classifier, [(self._emitted_tail + text)[-self.window:]], self.policy)
-        if scored is not None:
-            results, _ = judge(self.policy, {c: scored[0][c] for c in CLASSIFIER_CATEGORIES})
-            unsafe = [r for r in results if r.triggered and self.policy.action(r.category) is PolicyAction.BLOCK]
-            if unsafe:
-                return self._stop(unsafe, [])
+        covered = (not self._released and bool(self._cleared_ahead)  # what it adds is only white space
+                   and self._cleared_ahead.startswith(ready.rstrip()))
+        if not covered and (unsafe := await self._unsafe((self._emitted_tail + text)[-self.window:])):
+            return self._stop(unsafe, [])
         self._pending = raw[cut:]
         shifted = [Finding(f.start + self._offset, f.end + self._offset, f.category, f.detector) for f in redactable]
         self._offset += cut
         self._emitted_tail = (self._emitted_tail + text)[-self.window:]
+        self._released = True
         return GuardDecision(Action.REDACT if redactable else Action.ALLOW, text, shifted)
+
+    async def _unsafe(self, window: str) -> list[CategoryResult]:
+        """The blocking categories the classifier finds in `window` (none when it is not configured)."""
+        scored = await classify(self.classifier, [window], self.policy)
+        if scored is None:
+            return []
+        results, _ = judge(self.policy, {c: scored[0][c] for c in CLASSIFIER_CATEGORIES})
+        return [r for r in results if r.triggered and self.policy.action(r.category) is PolicyAction.BLOCK]
 
     def _stop(self, categories: list[CategoryResult], findings: list[Finding]) -> GuardDecision:
         self.stopped = True

@@ -94,7 +94,25 @@ def test_classifier_is_called_per_segment_not_per_chunk() -> None:
     emitted, _ = run(_stream(StreamGuard(classifier, SafetyPolicy(), classify_every=48),
                              [text[i:i + 4] for i in range(0, len(text), 4)]))
     assert emitted == text
-    assert classifier.calls <= len(text) // 48 + 2
+    assert classifier.calls <= len(text) // 48 + 3
+
+
+def test_first_finished_word_is_released_without_waiting_for_a_segment() -> None:
+    """Time to first token: the first word goes out as soon as it is finished and classified, not after 48
+    characters; an unfinished word is still held (it could grow into an e-mail address)."""
+    classifier = KeywordClassifier()
+    guard = StreamGuard(classifier, SafetyPolicy(), classify_every=48)
+    assert run(guard.feed("Hello")).text == "" and classifier.calls == 1  # classified ahead, still held
+    first = run(guard.feed(" there"))
+    assert first.text == "Hello " and classifier.calls == 1  # released on the earlier verdict
+    assert run(guard.feed(" friend ")).text == ""  # back to segments of `classify_every` characters
+    assert classifier.calls == 1
+    closed = StreamGuard(KeywordClassifier(), SafetyPolicy(), classify_every=48)
+    assert run(closed.feed("Hello!")).text == "Hello!"  # closed by punctuation: no need to wait for the next token
+    assert run(StreamGuard(KeywordClassifier(), SafetyPolicy()).feed("password = Hello!")).text == "password = "
+    assert run(StreamGuard(KeywordClassifier(), SafetyPolicy()).feed("Mail jane.doe")).text == "Mail "
+    unsafe_ahead = StreamGuard(KeywordClassifier(), SafetyPolicy())
+    assert run(unsafe_ahead.feed("UNSAFE")).action is Action.STOP  # the early verdict can stop the answer too
 
 
 def test_thresholds_and_actions_come_from_the_policy() -> None:

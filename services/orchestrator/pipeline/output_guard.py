@@ -105,6 +105,9 @@ class OutputGuard:
             return Finished(CONTENT_FILTER, usage or Usage(prompt_tokens(), completion_tokens), categories)
 
         decision: safety_pb2.OutputDecision | None = None
+        # Opened before the first event, so the call is set up while the prompt is prefilled, not on the way of the
+        # first text to the client.
+        exchange = _Exchange(self.stub, self.stage, tenant, request_id)
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -132,6 +135,9 @@ class OutputGuard:
                         yield stopped_finish()
                         return
                 elif isinstance(event, Finished):
+                    if exchange is not None and exchange.first:  # no text was moderated: nothing to flush
+                        exchange.cancel()
+                        exchange = None
                     if exchange is not None:
                         try:
                             decision = noted(await exchange.finish())
