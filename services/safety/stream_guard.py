@@ -105,9 +105,9 @@ class StreamGuard:
             return self._stop([CategoryResult(DENY_CATEGORY, 1.0, self.policy.threshold(DENY_CATEGORY), True)],
                               deny)
         if cut == 0:
-            if not final and not self._released and raw and not self._cleared_ahead:
-                # The answer's first word is unfinished: classify it now, while the next token is being generated,
-                # so that releasing it then needs no classifier call of its own.
+            if not final and not self._released and raw and raw != self._cleared_ahead:
+                # The answer's first word is unfinished: classify it now (again as it grows over several tokens),
+                # while the next token is being generated, so releasing it needs no classifier call of its own.
                 if unsafe := await self._unsafe(raw):
                     return self._stop(unsafe, [])
                 self._cleared_ahead = raw

@@ -102,11 +102,12 @@ def test_first_finished_word_is_released_without_waiting_for_a_segment() -> None
     characters; an unfinished word is still held (it could grow into an e-mail address)."""
     classifier = KeywordClassifier()
     guard = StreamGuard(classifier, SafetyPolicy(), classify_every=48)
-    assert run(guard.feed("Hello")).text == "" and classifier.calls == 1  # classified ahead, still held
+    assert run(guard.feed("Hel")).text == "" and classifier.calls == 1  # classified ahead, still held
+    assert run(guard.feed("lo")).text == "" and classifier.calls == 2  # the word grew: classified again
     first = run(guard.feed(" there"))
-    assert first.text == "Hello " and classifier.calls == 1  # released on the earlier verdict
+    assert first.text == "Hello " and classifier.calls == 2  # released on the earlier verdict
     assert run(guard.feed(" friend ")).text == ""  # back to segments of `classify_every` characters
-    assert classifier.calls == 1
+    assert classifier.calls == 2
     closed = StreamGuard(KeywordClassifier(), SafetyPolicy(), classify_every=48)
     assert run(closed.feed("Hello!")).text == "Hello!"  # closed by punctuation: no need to wait for the next token
     assert run(StreamGuard(KeywordClassifier(), SafetyPolicy()).feed("password = Hello!")).text == "password = "
