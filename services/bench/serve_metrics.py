@@ -39,6 +39,8 @@ class RequestRecord:
     output_tokens: int = 0
     error: str | None = None
     text: str = ""  # the reply (multi-turn workloads send it back); never written to the results
+    http_status: int | None = None  # http target: the response status (503 when admission control shed it)
+    retry_after_s: float | None = None  # http target: the Retry-After header of a refused request
 
     @property
     def ok(self) -> bool:

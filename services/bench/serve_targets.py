@@ -22,6 +22,7 @@ from sluice.v1 import chat_pb2, chat_pb2_grpc
 
 from engine.tokenizer import ChatTokenizer
 from services.bench.serve_metrics import RequestRecord
+from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.triton_llm import LLMParams, TritonLLM
 
 TARGETS = ("http", "grpc", "triton")
@@ -53,6 +54,9 @@ class HttpTarget:
         parts: list[str] = []
         record.start = time.perf_counter()
         async with self.client.stream("POST", self.url, json=body) as reply:
+            record.http_status = reply.status_code
+            if reply.headers.get("retry-after", "").isdigit():
+                record.retry_after_s = float(reply.headers["retry-after"])
             if reply.status_code != 200:
                 record.error = f"HTTP {reply.status_code}: {(await reply.aread())[:200].decode(errors='replace')}"
                 return
@@ -115,8 +119,10 @@ class GrpcTarget:
 class TritonTarget:
     name = "triton"
 
-    def __init__(self, url: str, tokenizer: ChatTokenizer, model_name: str = "tensorrt_llm") -> None:
-        self.llm = TritonLLM(url, model_name=model_name)
+    def __init__(self, url: str, tokenizer: ChatTokenizer, model_name: str = "tensorrt_llm",
+                 llm: TritonLLM | ReplicatedLLM | None = None) -> None:
+        """`llm` replaces the client of `url` (several replicas behind the orchestrator's replica routing)."""
+        self.llm = llm or TritonLLM(url, model_name=model_name)
         self.tokenizer = tokenizer
         self._ids = 0
 

@@ -134,6 +134,30 @@ def _cmd_bench_served(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_affinity(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.bench.affinity_bench import AffinityConfig, run
+    from services.bench.serve_workload import LengthDist
+    from services.common.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        config = AffinityConfig(
+            replicas=args.replicas, prompts=args.prompts, requests_per_prompt=args.requests_per_prompt,
+            system_len=args.system_len, prompt_len=LengthDist.parse(args.prompt_len),
+            output_len=LengthDist.parse(args.output_len), concurrency=args.concurrency, rounds=args.rounds,
+            kv_cache_mb=args.kv_cache_mb, seed=args.seed)
+        report = run(config, Path(args.results), settings.model_dir)
+    except ValueError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: report[k] for k in ("strategies", "affinity_vs_random")}, indent=2))
+    print(f"results in {args.results}/affinity.json", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench_safety(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -221,9 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
     eng.set_defaults(func=_cmd_bench_engine)
-    from services.bench import serve_cli
+    from services.bench import overload_cli, serve_cli, soak_cli
 
     serve_cli.register(bench_sub)  # bench serve: load generator, goodput, platform overhead
+    soak_cli.register(bench_sub)  # bench soak: saturation for minutes, memory growth, usage vs tokens streamed
+    overload_cli.register(bench_sub)  # bench overload: admission control on vs off at 2x the saturating load
 
     tenancy_bench = bench_sub.add_parser("tenancy", help="time added per request by auth + rate limits + quotas, "
                                          "in-process vs Redis")
@@ -252,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--output-tokens", type=int, default=128)
     served.add_argument("--results", default="results/served")
     served.set_defaults(func=_cmd_bench_served)
+
+    affinity = bench_sub.add_parser("affinity", help="prefix-affinity vs random routing across Triton replicas it "
+                                    "starts itself: prefix-cache hit rate, TTFT, throughput, side by side")
+    affinity.add_argument("--replicas", type=int, default=2)
+    affinity.add_argument("--prompts", type=int, default=8, help="distinct system prompts (default 8)")
+    affinity.add_argument("--requests-per-prompt", type=int, default=8, help="per prompt and phase (default 8)")
+    affinity.add_argument("--system-len", type=int, default=512, help="system prompt tokens (default 512)")
+    affinity.add_argument("--prompt-len", default="32:64", help="user-message tokens: N, LO:HI or normal:MEAN:STD")
+    affinity.add_argument("--output-len", default="16", help="output tokens (default 16)")
+    affinity.add_argument("--concurrency", type=int, default=8)
+    affinity.add_argument("--rounds", type=int, default=4, help="rounds of both strategies, order alternating")
+    affinity.add_argument("--kv-cache-mb", type=int, default=20, help="KV-cache budget per replica (default 20)")
+    affinity.add_argument("--seed", type=int, default=0)
+    affinity.add_argument("--results", default="results/affinity")
+    affinity.set_defaults(func=_cmd_bench_affinity)
 
     tracing = bench_sub.add_parser("tracing", help="throughput with 100%% trace sampling vs tracing off, "
                                    "interleaved in one run (needs `sluice up`)")

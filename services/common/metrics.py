@@ -120,6 +120,9 @@ class Metrics:
                                      ["result"], **r)
         self.rate_limited = Counter("sluice_rate_limited_total", "Requests rejected by a rate limit or quota",
                                     ["tenant", "limit"], **r)
+        self.admission_shed = Counter("sluice_admission_shed_total", "Requests shed by admission control (predicted "
+                                      "TTFT over the tier's budget), by deployment, tier and outcome (fallback, "
+                                      "rejected)", ["deployment", "tier", "outcome"], **r)
         self.rpc = Counter("sluice_rpc_requests_total", "gRPC calls served, by method and status code",
                            ["service", "method", "code"], **r)
         self.rpc_seconds = Histogram("sluice_rpc_duration_seconds", "gRPC call latency", ["service", "method"],
@@ -167,6 +170,16 @@ def watch_in_flight(read: Callable[[], dict[str, float]], metrics: Metrics = MET
     """Queue depth: `read()` gives requests in flight per deployment, read at every scrape."""
     metrics.gauges.watch("sluice_deployment_in_flight", "Requests in flight per deployment (the routing queue)",
                          "deployment", read)
+
+
+CIRCUIT_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+def watch_circuits(read: Callable[[], dict[str, str]], metrics: Metrics = METRICS) -> None:
+    """Circuit breakers: `read()` gives each breaker's state (closed, half_open, open) by name, e.g.
+    `deployment:sluice-demo` or `stage:input_guard`; exported as 0, 1 or 2."""
+    metrics.gauges.watch("sluice_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", "circuit",
+                         lambda: {name: CIRCUIT_STATES[state] for name, state in read().items()})
 
 
 def start_metrics_server(port: int, host: str, registry: CollectorRegistry = REGISTRY) -> None:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T", int, float)
+TRITON_REPLICA_PORT_STEP = 100  # replica i's Triton ports are replica 0's + i·100 (8100-8102, 8200-8202, ...)
 
 
 def _env_number(name: str, default: T, cast: Callable[[str], T], kind: str) -> T:
@@ -51,6 +52,10 @@ class Settings:
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
+    # SLUICE_TRITON_REPLICAS: tritonservers `sluice up` runs from the one model repository; replica i listens on the
+    # three Triton ports + i·TRITON_REPLICA_PORT_STEP, and the orchestrator routes LLM requests across them.
+    triton_replicas: int = 1
+    kv_cache_mb: int = 256  # SLUICE_KV_CACHE_MB: the CPU engine's KV-cache pool per LLM slot and replica
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
     model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
@@ -82,8 +87,12 @@ class Settings:
     log_level: str = "info"  # SLUICE_LOG_LEVEL: "info" or per component, e.g. "info,orchestrator=debug"
 
     def __post_init__(self) -> None:
-        ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, self.triton_http_port,
-                 self.triton_grpc_port, self.triton_metrics_port, self.retrieval_port,
+        if self.triton_replicas < 1:
+            raise ValueError(f"triton_replicas must be at least 1, got {self.triton_replicas}")
+        if self.kv_cache_mb < 1:
+            raise ValueError(f"kv_cache_mb must be at least 1, got {self.kv_cache_mb}")
+        replica_ports = [port for i in range(self.triton_replicas) for port in self.triton_replica_ports(i)]
+        ports = [self.http_port, self.envoy_admin_port, self.orchestrator_port, *replica_ports, self.retrieval_port,
                  self.safety_port, self.otlp_grpc_port, self.otlp_http_port, self.orchestrator_metrics_port,
                  self.safety_metrics_port, self.retrieval_metrics_port]
         for port in ports:
@@ -107,6 +116,8 @@ class Settings:
             "triton_http_port": _env_int("SLUICE_TRITON_HTTP_PORT", base.triton_http_port),
             "triton_grpc_port": _env_int("SLUICE_TRITON_GRPC_PORT", base.triton_grpc_port),
             "triton_metrics_port": _env_int("SLUICE_TRITON_METRICS_PORT", base.triton_metrics_port),
+            "triton_replicas": _env_int("SLUICE_TRITON_REPLICAS", base.triton_replicas),
+            "kv_cache_mb": _env_int("SLUICE_KV_CACHE_MB", base.kv_cache_mb),
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
@@ -148,6 +159,22 @@ class Settings:
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.host}:{self.triton_grpc_port}"
+
+    def triton_replica_ports(self, index: int) -> tuple[int, int, int]:
+        """Replica `index`'s (HTTP, gRPC, metrics) ports; replica 0 uses the configured Triton ports."""
+        step = index * TRITON_REPLICA_PORT_STEP
+        return self.triton_http_port + step, self.triton_grpc_port + step, self.triton_metrics_port + step
+
+    def triton_replica(self, index: int) -> Settings:
+        """These settings as Triton replica `index` sees them: its own ports (for its command line and probes)."""
+        http, grpc, metrics = self.triton_replica_ports(index)
+        return self.replace(triton_http_port=http, triton_grpc_port=grpc, triton_metrics_port=metrics,
+                            triton_replicas=1)
+
+    @property
+    def triton_grpc_urls(self) -> list[str]:
+        """Every Triton replica's gRPC endpoint, replica 0 first."""
+        return [f"{self.host}:{self.triton_replica_ports(i)[1]}" for i in range(self.triton_replicas)]
 
     @property
     def db_url(self) -> str:

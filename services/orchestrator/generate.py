@@ -13,6 +13,7 @@ from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account
 from services.orchestrator.catalog import ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
+from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
 from services.orchestrator.routing import RouteDecision, Router
 from services.orchestrator.stop_strings import StopStringMatcher
@@ -71,6 +72,13 @@ class PreparedGeneration:
     cacheable: bool = True  # cleared when safety finds content (e.g. PII) that must not be stored
     cache_status: str | None = None  # "hit" | "miss" once run() has looked
 
+    def release(self) -> None:
+        """Gives back the request's place in its deployment's in-flight count, if it still holds one. Generator.run
+        does this when it ends; a caller that prepared a request and then does not run it (an error, a quota
+        rejection, a client gone before the stream started) calls it itself. Safe to call more than once."""
+        if self.route is not None and self.route.reservation is not None:
+            self.route.reservation.release()
+
     def headers(self) -> dict[str, str]:
         headers = self.route.headers() if self.route else {"x-sluice-model": self.entry.name}
         if self.cache_status:
@@ -79,7 +87,7 @@ class PreparedGeneration:
 
 
 class Generator:
-    def __init__(self, catalog: ModelCatalog, llm: TritonLLM, default_max_tokens: int = 256,
+    def __init__(self, catalog: ModelCatalog, llm: TritonLLM | ReplicatedLLM, default_max_tokens: int = 256,
                  router: Router | None = None, cache: ResponseCache | None = None) -> None:
         self.catalog = catalog
         self.llm = llm
@@ -92,11 +100,23 @@ class Generator:
                 tier: str | None = None) -> PreparedGeneration:
         """`tools` (OpenAI tool objects) are rendered by the chat template; `prefill` starts the assistant turn."""
         principal = current_principal.get()  # admission control sheds the caller's tier first when overloaded
+        if tier is None and principal is not None:
+            tier = principal.tier.name  # `auto` sends large tiers to the large model
         route = self.router.route(request.model, request_id=request_id or uuid.uuid4().hex, tenant=tenant,
                                   tier=tier, prompt_chars=sum(len(m.content) for m in request.messages),
                                   max_tokens=request.max_tokens,
                                   admission_tier=principal.tier.name if principal is not None else None,
-                                  may_use=principal.tier.allows if principal is not None else None)
+                                  may_use=principal.tier.allows if principal is not None else None,
+                                  reserve=True)  # counted in flight from here: see PreparedGeneration.release
+        try:
+            return self._prepare_routed(request, route, tools=tools, prefill=prefill, tenant=tenant)
+        except BaseException:
+            if route.reservation is not None:
+                route.reservation.release()
+            raise
+
+    def _prepare_routed(self, request: ChatRequest, route: RouteDecision, *, tools: list[dict] | None,
+                        prefill: str, tenant: str | None) -> PreparedGeneration:
         entry, deployment = route.entry, route.deployment
         request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
         template_messages = [m.as_template_dict() for m in request.messages]
@@ -128,28 +148,31 @@ class Generator:
 
     async def run(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
         """Streams the answer: replayed from the response cache for a repeated deterministic request, else
-        generated (and cached when it finishes)."""
-        key = self._cache_key(prepared)
-        if key is not None:
-            hit = self.cache.get(key)
-            prepared.cache_status = "hit" if hit else "miss"
-            if hit is not None:
-                for text, count in hit.deltas:
-                    yield TextDelta(text, count)
-                yield Finished(hit.finish_reason, Usage(hit.prompt_tokens, hit.completion_tokens))
-                return
-        deltas: list[tuple[str, int]] = []
-        events = self._generate(prepared, request_id)
+        generated (and cached when it finishes). Ends the request's in-flight reservation however it ends."""
         try:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    deltas.append((event.text, event.token_count))
-                elif key is not None and prepared.cacheable:
-                    self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
-                                                       event.usage.completion_tokens))
-                yield event
+            key = self._cache_key(prepared)
+            if key is not None:
+                hit = self.cache.get(key)
+                prepared.cache_status = "hit" if hit else "miss"
+                if hit is not None:
+                    for text, count in hit.deltas:
+                        yield TextDelta(text, count)
+                    yield Finished(hit.finish_reason, Usage(hit.prompt_tokens, hit.completion_tokens))
+                    return
+            deltas: list[tuple[str, int]] = []
+            events = self._generate(prepared, request_id)
+            try:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        deltas.append((event.text, event.token_count))
+                    elif key is not None and prepared.cacheable:
+                        self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
+                                                           event.usage.completion_tokens))
+                    yield event
+            finally:
+                await events.aclose()  # now, not when the loop gets round to it: usage is counted in its clean-up
         finally:
-            await events.aclose()  # now, not when the loop gets round to it: usage is counted in its clean-up
+            prepared.release()
 
     def _cache_key(self, prepared: PreparedGeneration) -> str | None:
         params = prepared.params
@@ -201,7 +224,8 @@ class Generator:
         while True:
             route = prepared.route
             deployment = route.deployment if route else None
-            depth = self.router.started(deployment) if deployment is not None else None
+            if route is not None and (route.reservation is None or route.reservation.released):
+                route.reservation = self.router.reserve(deployment)  # routed without one (e.g. a test): count it now
             started, first_token_s, ok = time.monotonic(), None, False
             tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
                                      model_name=deployment.triton_model if deployment else None, tally=tally)
@@ -223,10 +247,10 @@ class Generator:
                 self._retarget(prepared, fallback)
             finally:
                 await tokens.aclose()
-                if deployment is not None:
+                if route is not None and route.reservation is not None:
                     # a client that went away is not the deployment's fault
-                    self.router.finished(deployment, ok=ok or first_token_s is not None, ttft_s=first_token_s,
-                                         depth=depth)
+                    self.router.finished(route.reservation, ok=ok or first_token_s is not None,
+                                         ttft_s=first_token_s)
 
     def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
         tokenizer = route.deployment.tokenizer

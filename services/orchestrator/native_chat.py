@@ -14,7 +14,7 @@ from sluice.v1 import chat_pb2, chat_pb2_grpc
 
 from services.common.errors import ApiError, invalid
 from services.orchestrator.chat_request import ROLES, ChatMessage, ChatRequest
-from services.orchestrator.generate import Finished, Generator, TextDelta
+from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
 from services.orchestrator.openai_facade import request_id_of
 from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
 from services.orchestrator.tenancy.metering import Metering, begin_request
@@ -90,6 +90,7 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
                               request_id=request_id)
         meter.activate()
         events = None
+        prepared: PreparedGeneration | None = None
         try:
             try:
                 chat = to_chat_request(request)
@@ -126,6 +127,8 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
         finally:
             if events is not None:
                 await events.aclose()
+            if prepared is not None:
+                prepared.release()  # its in-flight place, when generation never started (quota, client gone)
             await meter.finish()
 
 

@@ -138,6 +138,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                               request_id=request_id)
         meter.activate()  # every generation round below counts its tokens into this request's usage
         events: AsyncIterator[ToolRunEvent] | None = None
+        prepared: PreparedGeneration | None = None
         try:
             try:
                 chat = parse_chat_request(parse_json_body(request.data))
@@ -175,6 +176,8 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         finally:
             if events is not None:
                 await events.aclose()  # stops generation and drains the engine's last tokens into the account
+            if prepared is not None:
+                prepared.release()  # its in-flight place, when generation never started (quota, client gone)
             await meter.finish()
 
     async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,

@@ -8,7 +8,13 @@
 - brownout: when a deployment's time to first token stays above its SLO for a sustained window, new requests get
   their `max_tokens` capped until it recovers;
 - admission control (admission.py): a request whose predicted TTFT would miss its tier's share of the SLO goes to the
-  fallback if that has headroom, else is rejected at once (503 `overloaded` with `Retry-After`).
+  fallback if that has headroom, else is rejected at once (503 `overloaded` with `Retry-After`); each shed request is
+  counted in `sluice_admission_shed_total`.
+
+A request counts against its deployment's in-flight number from the moment it is admitted: `route(reserve=True)`
+takes a `Reservation` in the same synchronous call as the check, so a burst arriving together on the event loop sees
+every earlier admission, not only the requests whose streams already started. The reservation is released exactly
+once, by `finished()` when generation ends or by `Reservation.release()` when the request never gets that far.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import yaml
 
 from services.common.circuit_breaker import CircuitBreaker
 from services.common.errors import ApiError, unavailable
+from services.common.metrics import METRICS, Metrics
 from services.common.settings import Settings
 from services.orchestrator.admission import AdmissionController, AdmissionPolicy
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
@@ -82,6 +89,38 @@ class DeploymentHealth:
         return all(ttft > policy.ttft_slo_s for _, ttft in self.ttfts)
 
 
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """One admitted request's place in its deployment's in-flight count, and how its TTFT is reported back."""
+
+    deployment: Deployment
+    depth: int  # requests in flight on the deployment when this one was admitted (ahead of it)
+    health: DeploymentHealth
+    predicted_s: float | None  # the average TTFT admission control predicted for it (None: no estimate yet)
+    admitted_at: float  # the router's clock when it was admitted
+    on_first_token: Callable[[Reservation, float | None], None]
+    released: bool = False
+    ttft_reported: bool = False
+
+    def first_token(self, ttft_s: float | None = None) -> None:
+        """Reports the request's TTFT (once; later reports are ignored) to brownout and admission control: by
+        default the time from its admission to now. The delivery layer reports as the first token goes out to the
+        client (observe.py); the generator's own measure at the end of the stream only counts where nothing
+        reported earlier. Time spent before admission (auth, input guard, retrieval) is not the queue's doing and
+        is left out: shedding cannot win it back."""
+        if not self.ttft_reported:
+            self.ttft_reported = True
+            self.on_first_token(self, ttft_s)
+
+    def release(self) -> bool:
+        """Gives the place back; True the first time, False (and nothing changes) after that."""
+        if self.released:
+            return False
+        self.released = True
+        self.health.in_flight = max(0, self.health.in_flight - 1)
+        return True
+
+
 @dataclass(slots=True)
 class RouteDecision:
     entry: ModelEntry  # the public model actually serving (the fallback's, after a fallback)
@@ -89,6 +128,7 @@ class RouteDecision:
     reason: str  # how the model was chosen: explicit, alias, auto:<why>, pinned, canary
     fallback_from: str | None = None  # the deployment that could not take the request, and why
     max_tokens_cap: int | None = None  # set while the deployment is browned out
+    reservation: Reservation | None = None  # the request's place in the deployment's in-flight count, if taken
 
     def headers(self) -> dict[str, str]:
         headers = {"x-sluice-model": self.entry.name, "x-sluice-deployment": self.deployment.name,
@@ -102,8 +142,9 @@ class RouteDecision:
 
 class Router:
     def __init__(self, catalog: ModelCatalog, policy: RoutingPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: Metrics = METRICS) -> None:
         self.catalog = catalog
+        self.metrics = metrics
         self.policy = policy or RoutingPolicy()
         self.clock = clock
         self.health = {d.name: DeploymentHealth(CircuitBreaker(failure_threshold=self.policy.breaker_failures,
@@ -155,9 +196,12 @@ class Router:
 
     def route(self, requested: str, *, request_id: str, tenant: str | None = None, tier: str | None = None,
               prompt_chars: int = 0, max_tokens: int | None = None,
-              admission_tier: str | None = None, may_use: Callable[[str], bool] | None = None) -> RouteDecision:
+              admission_tier: str | None = None, may_use: Callable[[str], bool] | None = None,
+              reserve: bool = False) -> RouteDecision:
         """`admission_tier` is the tier admission control sheds by (default `tier`, which also steers `auto`);
-        `may_use(model)` says whether the caller may be sent to a fallback model (its tier's model list)."""
+        `may_use(model)` says whether the caller may be sent to a fallback model (its tier's model list).
+        `reserve` counts the request in flight on the chosen deployment at once (see `Reservation`): the caller
+        must then end it with `finished()` or `decision.reservation.release()`."""
         admission_tier = admission_tier if admission_tier is not None else tier
         entry, reason = self._pick_model(requested, tenant, tier, prompt_chars, max_tokens)
         deployment, canary = self._pick_deployment(entry, request_id)
@@ -169,13 +213,20 @@ class Router:
             fallback_from = f"{deployment.name} ({why})" if fallback_from is None else fallback_from
             if (entry.fallback is None or entry.fallback in seen
                     or (may_use is not None and not may_use(self.catalog.get(entry.fallback).name))):
+                self._count_shed(deployment, why, admission_tier, "rejected")
                 raise self._rejection(entry, deployment, why, admission_tier)
+            self._count_shed(deployment, why, admission_tier, "fallback")
             entry = self.catalog.get(entry.fallback)
             seen.add(entry.name)
             deployment, _ = self._pick_deployment(entry, request_id)
         cap = self.policy.brownout_max_tokens if self.health[deployment.name].brownout(self.policy,
                                                                                        self.clock()) else None
-        return RouteDecision(entry, deployment, reason, fallback_from, cap)
+        return RouteDecision(entry, deployment, reason, fallback_from, cap,
+                             self.reserve(deployment) if reserve else None)
+
+    def _count_shed(self, deployment: Deployment, why: str, tier: str | None, outcome: str) -> None:
+        if why == "overloaded":  # only admission control's own decisions; a full queue or open circuit is not a shed
+            self.metrics.admission_shed.labels(deployment.name, tier or "none", outcome).inc()
 
     def _rejection(self, entry: ModelEntry, deployment: Deployment, why: str, tier: str | None) -> ApiError:
         if why == "overloaded":
@@ -188,7 +239,8 @@ class Router:
                            retry_after=max(retry, 1.0))
 
     def fallback_after_failure(self, decision: RouteDecision, request_id: str) -> RouteDecision | None:
-        """After `decision`'s deployment failed before producing anything: the fallback route, if there is one."""
+        """After `decision`'s deployment failed before producing anything: the fallback route, if there is one,
+        holding a reservation on the fallback's deployment."""
         entry = decision.entry
         if entry.fallback is None:
             return None
@@ -196,27 +248,36 @@ class Router:
         deployment, _ = self._pick_deployment(fallback, request_id)
         if self._unavailable_reason(deployment) is not None:
             return None
-        return RouteDecision(fallback, deployment, decision.reason, f"{decision.deployment.name} (failed)")
+        return RouteDecision(fallback, deployment, decision.reason, f"{decision.deployment.name} (failed)",
+                             reservation=self.reserve(deployment))
 
     # -- feedback ----------------------------------------------------------------------------------------------------
-    def started(self, deployment: Deployment) -> int:
-        """Counts the request in; returns how many were in flight before it (its queue depth, for `finished`)."""
+    def reserve(self, deployment: Deployment) -> Reservation:
+        """Counts a request in flight on `deployment` without an admission check (route(reserve=True) checks)."""
         health = self.health[deployment.name]
+        depth = health.in_flight
         health.in_flight += 1
-        return health.in_flight - 1
+        return Reservation(deployment, depth, health, self.admission.predicted_ttft(deployment.name, depth),
+                           self.clock(), self._first_token)
 
-    def finished(self, deployment: Deployment, *, ok: bool, ttft_s: float | None = None,
-                 depth: int | None = None) -> None:
-        health = self.health[deployment.name]
-        health.in_flight = max(0, health.in_flight - 1)
+    def _first_token(self, reservation: Reservation, ttft_s: float | None) -> None:
+        now = self.clock()
+        ttft_s = max(0.0, now - reservation.admitted_at) if ttft_s is None else ttft_s
+        reservation.health.ttfts.append((now, ttft_s))
+        self.admission.observe_ttft(reservation.deployment.name, ttft_s, reservation.depth, reservation.predicted_s)
+
+    def finished(self, reservation: Reservation, *, ok: bool, ttft_s: float | None = None) -> None:
+        """A request that reached its deployment ended: its place is given back (if it still holds it) and the
+        outcome feeds the circuit breaker, brownout and admission control."""
+        reservation.release()
+        deployment, health = reservation.deployment, reservation.health
         if ok:
             health.breaker.record_success()
             self.admission.observe_completion(deployment.name)
         else:
             health.breaker.record_failure()
         if ttft_s is not None:
-            health.ttfts.append((self.clock(), ttft_s))
-            self.admission.observe_ttft(deployment.name, ttft_s, depth if depth is not None else health.in_flight)
+            reservation.first_token(ttft_s)
 
 
 def load_routing_policy(settings: Settings) -> RoutingPolicy:

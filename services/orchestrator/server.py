@@ -10,7 +10,7 @@ import grpc
 from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
 
 from services.common.db import create_db_engine
-from services.common.metrics import record_rate_limited, watch_in_flight
+from services.common.metrics import record_rate_limited, watch_circuits, watch_in_flight
 from services.common.service_main import run_service, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
@@ -23,6 +23,7 @@ from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
 from services.orchestrator.openai_facade import OpenAIFacade, error_response
 from services.orchestrator.pipeline.pipeline import ChatPipeline
+from services.orchestrator.replicated_llm import ReplicatedLLM, triton_llm_for
 from services.orchestrator.response_cache import ResponseCache
 from services.orchestrator.routing import Router, load_routing_policy
 from services.orchestrator.tenancy.audit import AuditLog
@@ -48,10 +49,11 @@ SERVICE_NAMES = (
 
 
 async def create_server(settings: Settings, address: str | None = None,
-                        llm: TritonLLM | None = None) -> tuple[grpc.aio.Server, int, TritonLLM]:
+                        llm: TritonLLM | ReplicatedLLM | None = None,
+                        ) -> tuple[grpc.aio.Server, int, TritonLLM | ReplicatedLLM]:
     """Builds and starts the server. `address` may use port 0 (tests); returns the bound port."""
     catalog = load_catalog(settings)
-    llm = llm or TritonLLM(settings.triton_grpc_url)
+    llm = llm or triton_llm_for(settings)  # every Triton replica when SLUICE_TRITON_REPLICAS > 1
     router = Router(catalog, load_routing_policy(settings))
     watch_in_flight(lambda: {name: health.in_flight for name, health in router.health.items()})  # queue depth
     generator = Generator(catalog, llm, default_max_tokens=settings.max_tokens_default, router=router,
@@ -67,8 +69,11 @@ async def create_server(settings: Settings, address: str | None = None,
     server = grpc.aio.server(interceptors=[*server_interceptors("orchestrator", settings), auth],
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
-    embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_url))  # the Triton `embedder` model
+    embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_urls))  # `embedder`, on any replica
     pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml
+    watch_circuits(lambda: {**{f"deployment:{name}": health.breaker.state.value
+                               for name, health in router.health.items()},
+                            **{f"stage:{stage.name}": stage.breaker.state.value for stage in pipeline.stages()}})
     openai_pb2_grpc.add_OpenAIServicer_to_server(
         OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering), server)
     chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering), server)

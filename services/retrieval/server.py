@@ -29,7 +29,7 @@ async def create_server(settings: Settings, address: str | None = None,
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     store = store or await asyncio.to_thread(MilvusStore, settings.milvus_target)
     await asyncio.to_thread(counting_tokenizer)  # load the tokenizer before declaring ourselves ready
-    embedder = EmbeddingClient(settings.triton_grpc_url)
+    embedder = EmbeddingClient(settings.triton_grpc_urls)  # any Triton replica
     service = RetrievalService(store, Indexer(store, embedder), HybridSearcher(store, embedder))
     server = grpc.aio.server(interceptors=server_interceptors("retrieval", settings),
                              options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 
-from services.common.telemetry import start_triton_call
+from services.common.telemetry import TritonCall, start_triton_call
 from services.safety.categories import CLASSIFIER_CATEGORIES
 
 MODEL_NAME = "safety_classifier"
@@ -32,10 +33,15 @@ def _rows(matrix: np.ndarray) -> list[dict[str, float]]:
 
 
 class TritonClassifier:
-    def __init__(self, url: str, model_name: str = MODEL_NAME, timeout_s: float = 2.0) -> None:
+    """`url` may list several Triton replicas: a call that gets no answer from one is sent to the next, and the one
+    that answered is asked first from then on."""
+
+    def __init__(self, url: str | Sequence[str], model_name: str = MODEL_NAME, timeout_s: float = 2.0) -> None:
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self._client = triton_aio.InferenceServerClient(url=url)
+        urls = [url] if isinstance(url, str) else list(url)
+        self._clients = [triton_aio.InferenceServerClient(url=u) for u in urls]
+        self._preferred = 0
 
     async def scores(self, texts: list[str]) -> list[dict[str, float]]:
         if not texts:
@@ -44,9 +50,7 @@ class TritonClassifier:
         tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
         call = start_triton_call(self.model_name, attributes={"sluice.texts": len(texts)})
         try:
-            result = await self._client.infer(self.model_name, [tensor], outputs=[InferRequestedOutput("scores")],
-                                              client_timeout=self.timeout_s, request_id=call.request_id,
-                                              headers=call.headers)
+            result = await self._infer(tensor, call)
         except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all mean "no answer"
             call.fail(exc)
             raise ClassifierUnavailable(f"{self.model_name}: {type(exc).__name__}: {exc}") from exc
@@ -57,14 +61,32 @@ class TritonClassifier:
             raise ClassifierUnavailable(f"{self.model_name}: unexpected output shape")
         return _rows(matrix)
 
+    async def _infer(self, tensor: InferInput, call: TritonCall) -> InferResult:
+        order = [*range(self._preferred, len(self._clients)), *range(self._preferred)]
+        for attempt, index in enumerate(order):
+            try:
+                result = await self._clients[index].infer(
+                    self.model_name, [tensor], outputs=[InferRequestedOutput("scores")], client_timeout=self.timeout_s,
+                    request_id=call.request_id, headers=call.headers)
+            except Exception:
+                if attempt == len(order) - 1:
+                    raise
+                continue
+            self._preferred = index
+            return result
+
     async def is_ready(self) -> bool:
-        try:
-            return bool(await self._client.is_model_ready(self.model_name))
-        except Exception:
-            return False
+        for client in self._clients:
+            try:
+                if await client.is_model_ready(self.model_name):
+                    return True
+            except Exception:
+                continue
+        return False
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
 
 class LocalClassifier:

@@ -92,7 +92,7 @@ async def create_server(settings: Settings, address: str | None = None, classifi
                         policies: PolicyStore | None = None) -> tuple[grpc.aio.Server, int, SafetyService]:
     """Builds and starts the server. `address` may use port 0 (tests); returns the bound port. Policies come from
     the database at Settings.db_url unless a store is given."""
-    service = SafetyService(classifier or TritonClassifier(settings.triton_grpc_url),
+    service = SafetyService(classifier or TritonClassifier(settings.triton_grpc_urls),  # any replica
                             policies or store_for_url(settings.db_url))
     server = grpc.aio.server(interceptors=server_interceptors("safety", settings),
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])

@@ -33,3 +33,13 @@ def grpc_serving(target: str, service: str = "", timeout: float = 1.0) -> bool:
             return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False
+
+
+def drain_envoy(host: str, admin_port: int, timeout: float = 2.0) -> bool:
+    """Stops Envoy's listeners at once: no new connections, while open ones (and their streams) carry on."""
+    request = urllib.request.Request(f"http://{host}:{admin_port}/drain_listeners", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

@@ -35,7 +35,7 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
         "execution_env": sys.prefix,
         "kv_block_size": "16",
-        "kv_cache_bytes": str(256 * 1024 * 1024),
+        "kv_cache_bytes": str(settings.kv_cache_mb * 1024 * 1024),
         "enable_kv_cache_reuse": "true",
         "max_num_tokens": "512",
         # TensorRT-LLM only

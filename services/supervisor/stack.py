@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.cli.protos import GEN_ROOT
 from services.common.settings import Settings
 from services.supervisor.envoy_config import render_envoy_config
-from services.supervisor.health import envoy_ready, grpc_serving, http_ok, triton_ready
+from services.supervisor.health import drain_envoy, envoy_ready, grpc_serving, http_ok
 from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
+from services.supervisor.replicas import replica_ports, replicas_ready, triton_replica_processes
 from services.supervisor.repository import render_repository
-from services.supervisor.triton import prepare_backends, triton_command, triton_env
+from services.supervisor.restarts import RestartPolicy, Restarts
+from services.supervisor.stubs import reap_stubs
+from services.supervisor.triton import prepare_backends
 
 STATE_FILE = "stack.json"
 READY_TIMEOUT = 180.0
+
+log = logging.getLogger("sluice.supervisor")
 
 
 class StackError(RuntimeError):
@@ -43,6 +49,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_TRITON_HTTP_PORT": str(settings.triton_http_port),
         "SLUICE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
         "SLUICE_TRITON_METRICS_PORT": str(settings.triton_metrics_port),
+        "SLUICE_TRITON_REPLICAS": str(settings.triton_replicas),
+        "SLUICE_KV_CACHE_MB": str(settings.kv_cache_mb),
         "SLUICE_SAFETY_PORT": str(settings.safety_port),
         "SLUICE_RETRIEVAL_PORT": str(settings.retrieval_port),
         "SLUICE_MILVUS_URI": settings.milvus_uri or "",
@@ -73,10 +81,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Stack:
     settings: Settings
     shutdown_grace: float = 30.0
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     def __post_init__(self) -> None:
         self.processes: list[ManagedProcess] = []
         self._stopping = threading.Event()
+        self._restarts = Restarts(self.restart_policy, on_death=_clean_up_after)
+        self._lock = threading.Lock()  # supervise() and stop() may run on different threads (tests)
 
     @property
     def log_dir(self) -> Path:
@@ -85,8 +96,7 @@ class Stack:
     def _ports(self) -> dict[str, int]:
         s = self.settings
         return {"Envoy listener": s.http_port, "Envoy admin": s.envoy_admin_port,
-                "orchestrator": s.orchestrator_port, "Triton HTTP": s.triton_http_port,
-                "Triton gRPC": s.triton_grpc_port, "Triton metrics": s.triton_metrics_port,
+                "orchestrator": s.orchestrator_port, **replica_ports(s),
                 "safety": s.safety_port, "retrieval": s.retrieval_port, "OTLP gRPC receiver": s.otlp_grpc_port,
                 "OTLP HTTP receiver": s.otlp_http_port, "orchestrator metrics": s.orchestrator_metrics_port,
                 "safety metrics": s.safety_metrics_port, "retrieval metrics": s.retrieval_metrics_port}
@@ -108,8 +118,6 @@ class Stack:
         # and forwards them when SLUICE_OTLP_ENDPOINT names another collector).
         telemetry = ManagedProcess("telemetry", [sys.executable, "-m", "services.telemetry.server"],
                                    self.log_dir / "telemetry.log", env=settings_env(s))
-        triton = ManagedProcess("triton", triton_command(s, repository, backends), self.log_dir / "triton.log",
-                                env=triton_env())
         safety = ManagedProcess("safety", [sys.executable, "-m", "services.safety.server"],
                                 self.log_dir / "safety.log", env=settings_env(s))
         retrieval = ManagedProcess("retrieval", [sys.executable, "-m", "services.retrieval.server"],
@@ -122,7 +130,7 @@ class Stack:
                                self.log_dir / "envoy.log")
         return [
             (telemetry, lambda: http_ok(f"{s.telemetry_url}/health")),
-            (triton, lambda: triton_ready(s.host, s.triton_http_port)),
+            *triton_replica_processes(s, repository, backends, self.log_dir),  # SLUICE_TRITON_REPLICAS of them
             (safety, lambda: grpc_serving(f"{s.host}:{s.safety_port}")),
             (retrieval, lambda: grpc_serving(s.retrieval_url)),
             (orchestrator, lambda: grpc_serving(f"{s.host}:{s.orchestrator_port}")),
@@ -144,11 +152,42 @@ class Stack:
                 raise StackError(f"{process.name} {reason}; last lines of {process.log_path}:\n{tail}")
 
     def stop(self) -> None:
-        """Stops children in reverse order: the edge first, so no new requests arrive, then the orchestrator (which
-        lets in-flight streams finish within its grace), then Triton."""
+        """Graceful shutdown: Envoy stops accepting connections (open ones keep streaming), the orchestrator refuses
+        new calls and lets in-flight streams finish within its grace (writing their usage records), then Envoy
+        stops, then everything behind the orchestrator in reverse start order (Triton last but one)."""
         self._stopping.set()
-        for process in reversed(self.processes):
-            process.stop(grace=self.shutdown_grace + 5 if process.name == "orchestrator" else 10)
+        with self._lock:
+            by_name = {p.name: p for p in self.processes}
+            envoy, orchestrator = by_name.get("envoy"), by_name.get("orchestrator")
+            if envoy is not None and envoy.alive():
+                drain_envoy(self.settings.host, self.settings.envoy_admin_port)
+            if orchestrator is not None:
+                self._stop_one(orchestrator, grace=self.shutdown_grace + 5)
+            for process in reversed(self.processes):
+                self._stop_one(process, grace=10)
+
+    @staticmethod
+    def _stop_one(process: ManagedProcess, grace: float) -> None:
+        if not process.alive():
+            return
+        began = time.monotonic()
+        code = process.stop(grace=grace)
+        log.info("%s stopped in %.1f s (exit code %s)", process.name, time.monotonic() - began, code)
+
+    def supervise(self) -> ManagedProcess | None:
+        """One round of supervision: restarts dead processes (with backoff). Returns a crash-looping process (the
+        stack should stop), else None."""
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            return self._restarts.tick(self.processes)
+
+    @property
+    def restart_counts(self) -> dict[str, int]:
+        return {p.name: self._restarts.counts().get(p.name, 0) for p in self.processes}
+
+    def pids(self) -> dict[str, int | None]:
+        return {p.name: p.pid for p in self.processes}
 
     def failed_process(self) -> ManagedProcess | None:
         return next((p for p in self.processes if not p.alive()), None)
@@ -156,12 +195,17 @@ class Stack:
     def write_state(self, ready: bool) -> None:
         state = {"pid": os.getpid(), "ready": ready, "started": time.time(),
                  "endpoint": self.settings.public_base_url, "ports": self._ports(),
-                 "processes": {p.name: p.pid for p in self.processes}}
+                 "processes": self.pids(), "restarts": self.restart_counts}
         path = self.settings.run_dir / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(path)
+
+
+def _clean_up_after(process: ManagedProcess) -> None:
+    if process.name.startswith("triton") and process.pid is not None:
+        reap_stubs(process.pid)
 
 
 def banner(settings: Settings, seconds: float, key: str) -> str:
@@ -186,6 +230,7 @@ Try it:
 
 
 def run_foreground(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stack = Stack(settings)
     stop = threading.Event()
 
@@ -207,12 +252,14 @@ def run_foreground(settings: Settings) -> int:
     print(banner(settings, time.monotonic() - started, key), flush=True)
     exit_code = 0
     while not stop.wait(0.5):
-        failed = stack.failed_process()
+        pids = stack.pids()
+        failed = stack.supervise()
         if failed is not None:
-            print(f"sluice: {failed.name} exited unexpectedly; stopping the stack\n{failed.log_tail()}",
-                  file=sys.stderr)
+            print(f"sluice: {failed.name} keeps exiting; stopping the stack\n{failed.log_tail()}", file=sys.stderr)
             exit_code = 1
             break
+        if stack.pids() != pids:
+            stack.write_state(ready=True)  # new pids and restart counts, for `sluice status` / `down`
     print("sluice: stopping...", flush=True)
     stack.stop()
     (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
@@ -236,7 +283,10 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def up(detach: bool, settings: Settings | None = None) -> int:
@@ -299,7 +349,7 @@ def status(settings: Settings | None = None) -> int:
     s = settings
     checks = {
         "telemetry": http_ok(f"{s.telemetry_url}/health"),
-        "triton": triton_ready(s.host, s.triton_http_port),
+        **replicas_ready(s),
         "safety": grpc_serving(f"{s.host}:{s.safety_port}"),
         "retrieval": grpc_serving(s.retrieval_url),
         "orchestrator": grpc_serving(f"{s.host}:{s.orchestrator_port}"),
@@ -308,7 +358,8 @@ def status(settings: Settings | None = None) -> int:
     print(f"sluice: running (supervisor pid {state['pid']}) at {state['endpoint']}")
     for name, healthy in checks.items():
         pid = (state.get("processes") or {}).get(name)
-        print(f"  {name:<13} pid {pid!s:<8} {'ready' if healthy else 'NOT READY'}")
+        restarts = (state.get("restarts") or {}).get(name, 0)
+        print(f"  {name:<13} pid {pid!s:<8} {'ready' if healthy else 'NOT READY':<10} restarts {restarts}")
     return 0 if all(checks.values()) else 1
 
 

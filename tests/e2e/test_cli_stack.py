@@ -49,7 +49,8 @@ def test_detached_stack_up_status_down(tmp_path: Path) -> None:
         status = _run(["status"], settings, timeout=30)
         process_lines = status.stdout.splitlines()[1:]
         assert status.returncode == 0 and len(process_lines) >= 3, status.stdout
-        assert all(line.endswith(" ready") for line in process_lines), status.stdout
+        assert all(line.split()[3] == "ready" and line.endswith("restarts 0") for line in process_lines), \
+            status.stdout
         again = _run(["up", "--detach"], settings)
         assert again.returncode == 1 and "already running" in again.stderr
         pids = [int(line.split("pid")[1].split()[0]) for line in status.stdout.splitlines()[1:]]

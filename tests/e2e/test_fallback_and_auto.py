@@ -25,12 +25,17 @@ def test_both_sizes_are_listed_and_served(client: openai.OpenAI) -> None:
         assert raw.parse().choices[0].message.content
 
 
-def test_auto_routes_by_prompt_length(client: openai.OpenAI) -> None:
-    short = client.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=8)
+def test_auto_routes_by_prompt_length_and_tier(client: openai.OpenAI, stack: Settings, tenant_keys) -> None:
+    plus = openai.OpenAI(base_url=stack.public_base_url, api_key=tenant_keys("auto-plus", "plus"), max_retries=0,
+                         timeout=60)
+    short = plus.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=8)
     assert short.headers["x-sluice-model"] == SMALL and short.headers["x-sluice-route"] == "auto:short"
     long_prompt = [{"role": "user", "content": "Please summarise this. " + "The river flows to the sea. " * 40}]
-    long = client.chat.completions.with_raw_response.create(model="auto", messages=long_prompt, max_tokens=8)
+    long = plus.chat.completions.with_raw_response.create(model="auto", messages=long_prompt, max_tokens=8)
     assert long.headers["x-sluice-model"] == LARGE and long.headers["x-sluice-route"] == "auto:long-prompt"
+    # the caller's tier steers `auto` too: enterprise (routing.auto.large_tiers) gets the large model for anything
+    tiered = client.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=8)
+    assert tiered.headers["x-sluice-model"] == LARGE and tiered.headers["x-sluice-route"] == "auto:tier"
 
 
 def test_stopped_deployment_falls_back_and_says_so(client: openai.OpenAI, stack: Settings) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.common.errors import ApiError
+from services.common.metrics import Metrics, sample_values
 from services.orchestrator.admission import AdmissionController, AdmissionPolicy
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.routing import Router, RoutingPolicy
@@ -40,8 +42,33 @@ def test_predicted_ttft_grows_with_queue_depth() -> None:
     assert admission.predicted_ttft(DEP, 7) == pytest.approx(1.0)
     depths = [admission.predicted_ttft(DEP, n) for n in range(10)]
     assert depths == sorted(depths) and depths[0] < depths[-1]
-    admission.observe_ttft(DEP, 1.125, depth=0)  # the deployment got slower: the estimate follows (EWMA 0.2)
-    assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.2 * 1.125 + 0.8 * 0.125)
+
+
+def test_a_fixed_cost_and_the_cost_of_each_request_ahead_are_told_apart() -> None:
+    admission, _ = controller()
+    for _ in range(30):
+        for depth in (0, 2, 4, 6):
+            admission.observe_ttft(DEP, 0.2 + 0.05 * depth, depth=depth)
+    assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.2)
+    assert admission.predicted_ttft(DEP, 10) == pytest.approx(0.7)
+    # free's 0.5 s fits behind 6 (0.2 + 0.05 × 6); a line through the origin, fitted around depth 3 (0.35 s for 4
+    # places), would have shed it behind 5 already, and shed ever earlier the larger the fixed cost
+    assert first_shed_depth(admission, "free") == 7
+    for _ in range(30):  # the deployment got slower: the fit follows (weight 0.2 for the newest sample)
+        for depth in (0, 2, 4, 6):
+            admission.observe_ttft(DEP, 0.4 + 0.1 * depth, depth=depth)
+    assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.4, abs=1e-6)
+    assert admission.predicted_ttft(DEP, 5) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_a_fit_that_calls_the_queue_free_is_not_trusted() -> None:
+    admission, _ = controller()
+    for _ in range(20):
+        for depth in (0, 4):
+            admission.observe_ttft(DEP, 0.3, depth=depth)  # noise can hide the queue's cost for a while
+    per_place = 0.3 / (2 + 1)  # the average TTFT over one more than the average depth (2)
+    assert admission.predicted_ttft(DEP, 10) - admission.predicted_ttft(DEP, 0) == pytest.approx(
+        10 * 0.1 * per_place, rel=0.1)  # (the weighted average depth is near 2, not exactly)
 
 
 def test_lower_tiers_are_shed_first() -> None:
@@ -118,12 +145,12 @@ def router() -> Router:
 
 
 def load(router: Router, name: str, in_flight: int, ttft_s: float = 0.125) -> Deployment:
-    target = router.route(name, request_id="r").deployment
-    assert router.started(target) == 0  # started() says how many were ahead
-    router.finished(target, ok=True, ttft_s=ttft_s, depth=0)
+    decision = router.route(name, request_id="r", reserve=True)
+    assert decision.reservation.depth == 0  # nothing was ahead of it
+    router.finished(decision.reservation, ok=True, ttft_s=ttft_s)
     for _ in range(in_flight):
-        router.started(target)
-    return target
+        router.reserve(decision.deployment)
+    return decision.deployment
 
 
 def test_router_sends_an_overloaded_request_to_a_fallback_with_headroom(router: Router) -> None:
@@ -150,7 +177,7 @@ def test_max_queue_is_a_hard_bound_for_every_tier_on_or_off(router: Router) -> N
         assert info.value.status == 503
     off = Router(router.catalog, RoutingPolicy(admission=AdmissionPolicy(enabled=False)), clock=Clock())
     for _ in range(target.max_queue):
-        off.started(target)
+        off.reserve(target)
     with pytest.raises(ApiError):
         off.route("lonely", request_id="r", admission_tier="enterprise")
 
@@ -169,3 +196,60 @@ def test_an_overloaded_request_is_not_sent_to_a_fallback_its_tier_may_not_use(ro
     assert info.value.status == 503 and info.value.code == "overloaded"
     assert router.route("sluice-small", request_id="r", admission_tier="free",
                         may_use=lambda m: True).deployment.name == "large-v1"
+
+
+def test_sheds_are_counted_by_deployment_tier_and_outcome(router: Router) -> None:
+    metrics = Metrics(CollectorRegistry())
+    counted = Router(router.catalog, router.policy, clock=Clock(), metrics=metrics)
+    load(counted, "sluice-small", in_flight=4)
+    load(counted, "lonely", in_flight=1, ttft_s=0.5)
+    counted.route("sluice-small", request_id="r", admission_tier="free")  # to the fallback
+    with pytest.raises(ApiError):
+        counted.route("lonely", request_id="r", admission_tier="free")  # nowhere to go
+    counted.route("sluice-small", request_id="r", admission_tier="enterprise")  # admitted: not counted
+    shed = {(s["deployment"], s["tier"], s["outcome"]): v
+            for s, v in sample_values(metrics.registry, "sluice_admission_shed_total")}
+    assert shed == {("small-v1", "free", "fallback"): 1.0, ("lonely-v1", "free", "rejected"): 1.0}
+
+
+def test_a_reservation_is_taken_with_the_decision_and_given_back_once(router: Router) -> None:
+    target = load(router, "sluice-small", in_flight=0)
+    health = router.health[target.name]
+    first = router.route("sluice-small", request_id="a", reserve=True)
+    second = router.route("sluice-small", request_id="b", reserve=True)
+    assert health.in_flight == 2 and (first.reservation.depth, second.reservation.depth) == (0, 1)
+    assert router.route("sluice-small", request_id="c").reservation is None and health.in_flight == 2  # a peek
+    assert first.reservation.release() and not first.reservation.release()
+    router.finished(first.reservation, ok=True, ttft_s=0.1)  # already released: counts the outcome, not the place
+    assert health.in_flight == 1
+    router.finished(second.reservation, ok=True)
+    assert health.in_flight == 0
+
+
+def test_the_prediction_is_corrected_to_the_quantile_of_its_errors() -> None:
+    """Admitting on the average would let about half the requests admitted at the budget miss it: the prediction is
+    scaled by the 90th percentile of recent actual / predicted ratios, once there are enough of them."""
+    admission, _ = controller(min_error_samples=10, error_window=20)
+    admission.observe_ttft(DEP, 0.125, depth=0)
+    assert first_shed_depth(admission, None) == 8 and admission.correction(DEP) == 1.0
+    for depth in range(9):  # each took 0.125 s a place (the average holds) but twice what was predicted for it
+        admission.observe_ttft(DEP, 0.125 * (depth + 1), depth=depth, predicted_s=0.0625 * (depth + 1))
+    assert admission.correction(DEP) == 1.0  # 9 ratios: not enough yet
+    admission.observe_ttft(DEP, 0.125, depth=0, predicted_s=0.0625)
+    assert admission.predicted_ttft(DEP, 3) == pytest.approx(0.5)  # the average itself is unchanged
+    assert admission.correction(DEP) == pytest.approx(2.0)
+    assert first_shed_depth(admission, None) == 4  # 0.125 × 2 a place: a 1 s budget fits behind 3
+    assert admission.check(DEP, 4, None).predicted_ttft_s == pytest.approx(1.25)
+    for ratio in range(1, 21):  # the window keeps the last 20: ratios 0.1 .. 2.0, their 90th percentile is 1.8
+        admission.observe_ttft(DEP, 0.125, depth=0, predicted_s=0.125 / (ratio / 10))
+    assert admission.correction(DEP) == pytest.approx(1.8)
+
+
+def test_reported_ttft_feeds_admission_once_with_the_prediction_made_at_admission(router: Router) -> None:
+    load(router, "sluice-small", in_flight=0)  # 0.125 s a place
+    decision = router.route("sluice-small", request_id="r", reserve=True)
+    assert decision.reservation.predicted_s == pytest.approx(0.125)
+    decision.reservation.first_token(0.5)  # the client saw its first token after 0.5 s
+    router.finished(decision.reservation, ok=True, ttft_s=0.1)  # the engine's own, later measure: ignored
+    assert router.admission.predicted_ttft("small-v1", 0) == pytest.approx(0.8 * 0.125 + 0.2 * 0.5)
+    assert list(router.admission._load("small-v1").errors) == [pytest.approx(4.0)]

@@ -80,15 +80,14 @@ def test_open_circuit_falls_back_and_recovers(setup) -> None:
     router, clock = setup
     small = router.route("sluice-small", request_id="r").deployment
     for _ in range(2):
-        router.started(small)
-        router.finished(small, ok=False)
+        router.finished(router.reserve(small), ok=False)
     decision = router.route("sluice-small", request_id="r")
     assert decision.entry.name == "sluice-large"
     assert decision.fallback_from == "small-v1 (circuit-open)"
     assert decision.headers()["x-sluice-fallback"] == "small-v1 (circuit-open)"
     clock.now += 6  # cool-down over: one trial call goes to the primary again
     assert router.route("sluice-small", request_id="r").deployment.name == "small-v1"
-    router.finished(small, ok=True)
+    router.finished(router.reserve(small), ok=True)
     assert router.route("sluice-small", request_id="r").fallback_from is None
 
 
@@ -97,8 +96,8 @@ def test_full_queue_falls_back_and_no_fallback_is_503(setup) -> None:
     lonely = router.route("lonely", request_id="r").deployment
     small = router.route("sluice-small", request_id="r").deployment
     for _ in range(4):
-        router.started(small)
-        router.started(lonely)
+        router.reserve(small)
+        router.reserve(lonely)
     assert router.route("sluice-small", request_id="r").fallback_from == "small-v1 (queue-full)"
     with pytest.raises(ApiError) as info:
         router.route("lonely", request_id="r")
@@ -109,11 +108,10 @@ def test_brownout_caps_max_tokens_while_ttft_is_over_slo(setup) -> None:
     router, clock = setup
     small = router.route("sluice-small", request_id="r").deployment
     for _ in range(3):
-        router.started(small)
-        router.finished(small, ok=True, ttft_s=0.9)
+        router.finished(router.reserve(small), ok=True, ttft_s=0.9)
     decision = router.route("sluice-small", request_id="r")
     assert decision.max_tokens_cap == 32 and decision.headers()["x-sluice-brownout"] == "max_tokens=32"
-    router.finished(small, ok=True, ttft_s=0.1)  # one fast answer: not sustained any more
+    router.finished(router.reserve(small), ok=True, ttft_s=0.1)  # one fast answer: not sustained any more
     assert router.route("sluice-small", request_id="r").max_tokens_cap is None
     clock.now += 11  # the window passed; too few samples to judge
     assert router.route("sluice-small", request_id="r").max_tokens_cap is None

@@ -23,7 +23,7 @@ from sluice.v1 import chat_pb2, conversations_pb2, conversations_pb2_grpc
 from services.common.errors import ApiError, internal, invalid
 from services.orchestrator.conversations.context import fit_context
 from services.orchestrator.conversations.store import Conversation, ConversationStore, StoredMessage
-from services.orchestrator.generate import Finished, Generator, TextDelta
+from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
 from services.orchestrator.native_chat import (
     FINISH_REASONS,
     abort,
@@ -34,6 +34,7 @@ from services.orchestrator.native_chat import (
 )
 from services.orchestrator.openai_facade import request_id_of
 from services.orchestrator.pipeline.pipeline import tenant_of
+from services.orchestrator.replicas import conversation_affinity
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 
@@ -145,6 +146,7 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                     meter: RequestMeter) -> AsyncIterator[chat_pb2.GenerateResponse]:
         tenant = self.tenant_of(context)
         request_id = request_id_of(context)
+        prepared: PreparedGeneration | None = None
         try:
             if not request.content:
                 raise invalid("'content' must not be empty.", "content", "invalid_value")
@@ -166,15 +168,22 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                 sampling=request.sampling))
             validate(chat)
             meter.model = conversation.model
+            conversation_affinity.set(conversation.id)  # its turns meet on the Triton replica holding its history
             prepared = self.generator.prepare(chat)
             prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
                                                          prepared.params.max_tokens)
             await asyncio.to_thread(self.store.append_message, tenant, conversation.id, "user", request.content,
                                     prompt_tokens=len(entry.tokenizer.encode(request.content)))
         except ApiError as error:
+            if prepared is not None:
+                prepared.release()  # e.g. a quota rejection after routing: give back its in-flight place
             meter.fail(error.status)
             await abort(context, error, await meter.headers())
             return
+        except BaseException:  # cancelled before the stream began
+            if prepared is not None:
+                prepared.release()
+            raise
         log.info("conversation %s: request %s, %d of %d turns in a %d-token prompt", conversation.id, request_id,
                  len(messages) - len(system), len(turns), len(prepared.prompt_ids))
         response_id = f"gen-{uuid.uuid4().hex}"
@@ -221,6 +230,7 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
             try:
                 await events.aclose()  # cancels the Triton request if it is still running
             finally:
+                prepared.release()  # if the stream never started, nothing else gives back its in-flight place
                 if save is not None:
                     await asyncio.shield(save)
 

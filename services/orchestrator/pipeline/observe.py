@@ -131,6 +131,9 @@ async def _delivered(events: AsyncIterator[Any], request: LLMRequest,
         async for event in events:
             if isinstance(event, TextDelta):
                 request.tokens_arrived(event.token_count)
+                reservation = prepared.route.reservation if prepared.route is not None else None
+                if reservation is not None and request.first_token_at is not None:
+                    reservation.first_token()  # admission control learns the TTFT the client sees, from admission
             elif isinstance(event, Finished):
                 request.model = prepared.entry.name
                 request.finish_reason = event.reason

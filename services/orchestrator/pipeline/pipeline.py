@@ -101,6 +101,10 @@ class ChatPipeline:
         return cls(config, input_guard=input_guard, retrieve=retrieve, output_guard=output_guard,
                    channels=list(channels.values()))
 
+    def stages(self) -> list[Stage]:
+        """The declared stages that call a service (each has its circuit breaker)."""
+        return [part.stage for part in (self.input_guard, self.retrieve, self.output_guard) if part is not None]
+
     async def close(self) -> None:
         for channel in self._channels:
             await channel.close()

@@ -108,54 +108,57 @@ class ToolRunner:
             finally:
                 await plain.aclose()  # closes the generation now, so its tokens are counted before usage is written
             return
-        total = Usage(prompt_tokens=0)
-        messages = list(chat.messages)
-        round_index = 0
-        while True:
-            parser = ToolCallParser(self._specs(chat, round_index))
-            turn = _Turn()
-            calls, errors, take = turn.calls, turn.errors, turn.take
-            reason, usage = "stop", Usage(prompt_tokens=len(prepared.prompt_ids))
-            delta = take(parser.feed(prepared.prefill))
-            if delta.text:
-                yield delta
-            events = self.generator.run(prepared, request_id)
-            try:
-                async for event in events:
-                    if isinstance(event, Finished):
-                        reason, usage = event.reason, event.usage
-                        continue
-                    usage.completion_tokens += event.token_count
-                    yield take(parser.feed(event.text), event.token_count)
-                    if (calls or errors) and not chat.parallel_tool_calls and not parser.in_call:
-                        break  # one call is all the client allowed: stop the model now (frees its batch slot)
-            finally:
-                await events.aclose()
-            delta = take(parser.finish())
-            if delta.text:
-                yield delta
-            _add(total, usage)
-            if errors:
-                yield TextDelta(("\n\n" if turn.text.strip() else "") + rejection_message(errors), 0)
-                yield ToolCallsRejected(errors)
-                yield Finished("length" if reason == "length" else "stop", total)
-                return
-            if not calls:
-                yield Finished(reason, total)
-                return
-            client_calls = [c for c in calls if c.name not in chat.server_tools]
-            if client_calls:
-                yield ToolCallsReady(client_calls)
-                yield Finished("tool_calls", total)
-                return
-            messages.append(ChatMessage(role="assistant", content=turn.text.strip(),
-                                        tool_calls=[c.as_openai() for c in calls]))
-            for call in calls:
-                result = await self.registry.get(call.name).run(json.loads(call.arguments))
-                yield ServerToolRan(call, result)
-                messages.append(ChatMessage(role="tool", content=result.as_message_content(), tool_call_id=call.id))
-            round_index += 1
-            prepared = self._prepare_round(chat, messages, round_index)
+        try:
+            total = Usage(prompt_tokens=0)
+            messages = list(chat.messages)
+            round_index = 0
+            while True:
+                parser = ToolCallParser(self._specs(chat, round_index))
+                turn = _Turn()
+                calls, errors, take = turn.calls, turn.errors, turn.take
+                reason, usage = "stop", Usage(prompt_tokens=len(prepared.prompt_ids))
+                delta = take(parser.feed(prepared.prefill))
+                if delta.text:
+                    yield delta
+                events = self.generator.run(prepared, request_id)
+                try:
+                    async for event in events:
+                        if isinstance(event, Finished):
+                            reason, usage = event.reason, event.usage
+                            continue
+                        usage.completion_tokens += event.token_count
+                        yield take(parser.feed(event.text), event.token_count)
+                        if (calls or errors) and not chat.parallel_tool_calls and not parser.in_call:
+                            break  # one call is all the client allowed: stop the model now (frees its batch slot)
+                finally:
+                    await events.aclose()
+                delta = take(parser.finish())
+                if delta.text:
+                    yield delta
+                _add(total, usage)
+                if errors:
+                    yield TextDelta(("\n\n" if turn.text.strip() else "") + rejection_message(errors), 0)
+                    yield ToolCallsRejected(errors)
+                    yield Finished("length" if reason == "length" else "stop", total)
+                    return
+                if not calls:
+                    yield Finished(reason, total)
+                    return
+                client_calls = [c for c in calls if c.name not in chat.server_tools]
+                if client_calls:
+                    yield ToolCallsReady(client_calls)
+                    yield Finished("tool_calls", total)
+                    return
+                messages.append(ChatMessage(role="assistant", content=turn.text.strip(),
+                                            tool_calls=[c.as_openai() for c in calls]))
+                for call in calls:
+                    result = await self.registry.get(call.name).run(json.loads(call.arguments))
+                    yield ServerToolRan(call, result)
+                    messages.append(ChatMessage(role="tool", content=result.as_message_content(), tool_call_id=call.id))
+                round_index += 1
+                prepared = self._prepare_round(chat, messages, round_index)
+        finally:
+            prepared.release()  # a round prepared but closed before its generation started keeps no place
 
 
 @dataclass(slots=True)
