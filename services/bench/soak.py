@@ -28,7 +28,7 @@ from services.bench.serve_workload import LengthDist, Session, build_sessions
 from services.common.db import create_db_engine
 from services.common.settings import Settings
 from services.orchestrator.tenancy.store import TenantStore
-from services.orchestrator.tenancy.usage import UsageLog
+from services.orchestrator.tenancy.usage import usage_rows_of
 from services.supervisor.stack import STATE_FILE
 
 ENGINE_TOKENS = "sluice_engine_output_tokens_total{"
@@ -85,11 +85,7 @@ def new_soak_key(settings: Settings) -> tuple[str, str]:
 
 
 def usage_rows(settings: Settings, tenant: str) -> list:
-    engine = create_db_engine(settings.db_url)
-    try:
-        return UsageLog(engine).records(tenant_id=tenant)
-    finally:
-        engine.dispose()
+    return usage_rows_of(settings.db_url, tenant)
 
 
 async def drive(runner: Runner, sessions: list[Session], concurrency: int, seconds: float,

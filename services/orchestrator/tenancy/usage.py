@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, case, func, select
 
-from services.common.db import session_factory, write_detached
+from services.common.db import create_db_engine, session_factory, write_detached
 from services.orchestrator.tenancy.models import UsageRow
 
 
@@ -91,3 +91,12 @@ class UsageLog:
             query = query.where(UsageRow.tenant_id == tenant_id)
         with self._sessions() as session:
             return list(session.scalars(query))
+
+
+def usage_rows_of(db_url: str, tenant: str) -> list[UsageRow]:
+    """A tenant's usage rows read through a short-lived engine (benchmarks and tests checking what was billed)."""
+    engine = create_db_engine(db_url)
+    try:
+        return UsageLog(engine).records(tenant_id=tenant)
+    finally:
+        engine.dispose()
