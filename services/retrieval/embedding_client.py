@@ -12,7 +12,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from services.common.telemetry import TritonCall, start_triton_call
+from services.common.telemetry import start_triton_call
+from services.common.triton_replicas import TritonReplicas
 from services.retrieval.embedding_model import DIMENSIONS, TRITON_MODEL
 
 
@@ -32,32 +33,10 @@ class EmbeddingClient:
 
     def __init__(self, triton_url: str | Sequence[str], model: str = TRITON_MODEL, batch_size: int = 64,
                  timeout_s: float = 30.0) -> None:
-        self.urls = [triton_url] if isinstance(triton_url, str) else list(triton_url)
+        self.replicas = TritonReplicas(triton_url)
         self.model = model
         self.batch_size = batch_size
         self.timeout_s = timeout_s
-        self._clients: dict[str, grpcclient.InferenceServerClient] = {}
-        self._preferred = 0
-
-    def _get(self, url: str) -> grpcclient.InferenceServerClient:
-        # Created lazily, inside the event loop that will use it.
-        if url not in self._clients:
-            self._clients[url] = grpcclient.InferenceServerClient(url)
-        return self._clients[url]
-
-    async def _infer(self, tensor: grpcclient.InferInput, outputs: list, call: TritonCall) -> grpcclient.InferResult:
-        order = [*range(self._preferred, len(self.urls)), *range(self._preferred)]
-        for attempt, index in enumerate(order):
-            try:
-                result = await self._get(self.urls[index]).infer(
-                    self.model, [tensor], outputs=outputs, client_timeout=self.timeout_s, request_id=call.request_id,
-                    headers=call.headers)
-            except InferenceServerException:
-                if attempt == len(order) - 1:
-                    raise
-                continue
-            self._preferred = index
-            return result
 
     async def _one(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
@@ -66,7 +45,8 @@ class EmbeddingClient:
         outputs = [grpcclient.InferRequestedOutput("embedding"), grpcclient.InferRequestedOutput("num_tokens")]
         call = start_triton_call(self.model, attributes={"sluice.texts": len(texts)})
         try:
-            result = await self._infer(tensor, outputs, call)
+            result = await self.replicas.infer(self.model, [tensor], outputs, timeout_s=self.timeout_s, call=call,
+                                               retry_on=InferenceServerException)
         except InferenceServerException as exc:
             call.fail(exc)
             raise EmbedderUnavailable(f"embedder: {exc.message() or exc}") from exc
@@ -83,6 +63,4 @@ class EmbeddingClient:
                           np.concatenate([p[1] for p in parts]).astype(np.int32, copy=False))
 
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.close()
+        await self.replicas.close()

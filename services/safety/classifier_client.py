@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-import tritonclient.grpc.aio as triton_aio
-from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.grpc import InferInput, InferRequestedOutput
 
-from services.common.telemetry import TritonCall, start_triton_call
+from services.common.telemetry import start_triton_call
+from services.common.triton_replicas import TritonReplicas
 from services.safety.categories import CLASSIFIER_CATEGORIES
 
 MODEL_NAME = "safety_classifier"
@@ -39,9 +39,7 @@ class TritonClassifier:
     def __init__(self, url: str | Sequence[str], model_name: str = MODEL_NAME, timeout_s: float = 2.0) -> None:
         self.model_name = model_name
         self.timeout_s = timeout_s
-        urls = [url] if isinstance(url, str) else list(url)
-        self._clients = [triton_aio.InferenceServerClient(url=u) for u in urls]
-        self._preferred = 0
+        self.replicas = TritonReplicas(url)
 
     async def scores(self, texts: list[str]) -> list[dict[str, float]]:
         if not texts:
@@ -50,7 +48,8 @@ class TritonClassifier:
         tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
         call = start_triton_call(self.model_name, attributes={"sluice.texts": len(texts)})
         try:
-            result = await self._infer(tensor, call)
+            result = await self.replicas.infer(self.model_name, [tensor], [InferRequestedOutput("scores")],
+                                               timeout_s=self.timeout_s, call=call)
         except Exception as exc:  # InferenceServerException, grpc errors, timeouts: all mean "no answer"
             call.fail(exc)
             raise ClassifierUnavailable(f"{self.model_name}: {type(exc).__name__}: {exc}") from exc
@@ -61,32 +60,11 @@ class TritonClassifier:
             raise ClassifierUnavailable(f"{self.model_name}: unexpected output shape")
         return _rows(matrix)
 
-    async def _infer(self, tensor: InferInput, call: TritonCall) -> InferResult:
-        order = [*range(self._preferred, len(self._clients)), *range(self._preferred)]
-        for attempt, index in enumerate(order):
-            try:
-                result = await self._clients[index].infer(
-                    self.model_name, [tensor], outputs=[InferRequestedOutput("scores")], client_timeout=self.timeout_s,
-                    request_id=call.request_id, headers=call.headers)
-            except Exception:
-                if attempt == len(order) - 1:
-                    raise
-                continue
-            self._preferred = index
-            return result
-
     async def is_ready(self) -> bool:
-        for client in self._clients:
-            try:
-                if await client.is_model_ready(self.model_name):
-                    return True
-            except Exception:
-                continue
-        return False
+        return await self.replicas.model_ready(self.model_name)
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await self.replicas.close()
 
 
 class LocalClassifier:
