@@ -73,8 +73,12 @@ class StreamGuard:
         self._pending = ""       # received, not yet sent (original text)
         self._offset = 0         # position of _pending[0] in the original stream
         self.stopped = False
-        self._released = False   # whether any text has been sent yet
         self._cleared_ahead = ""  # before the first release: the pending text already classified as safe
+
+    @property
+    def _released_any(self) -> bool:
+        """Whether any text has been sent yet (every release moves the offset past it)."""
+        return self._offset > 0
 
     async def feed(self, text: str) -> GuardDecision:
         if self.stopped:
@@ -92,7 +96,7 @@ class StreamGuard:
     async def _advance(self, final: bool) -> GuardDecision:
         raw = self._pending
         cut = len(raw) if final else hold_start(raw, self.max_hold)
-        if (not final and not self._released and _CLOSED_WORD.fullmatch(raw[cut:])
+        if (not final and not self._released_any and _CLOSED_WORD.fullmatch(raw[cut:])
                 and not _ASSIGNMENT.search(raw)):
             cut = len(raw)
         check = rule_check(raw, self.policy, injection=False)
@@ -105,7 +109,7 @@ class StreamGuard:
             return self._stop([CategoryResult(DENY_CATEGORY, 1.0, self.policy.threshold(DENY_CATEGORY), True)],
                               deny)
         if cut == 0:
-            if not final and not self._released and raw and raw != self._cleared_ahead:
+            if not final and not self._released_any and raw and raw != self._cleared_ahead:
                 # The answer's first word is unfinished: classify it now (again as it grows over several tokens),
                 # while the next token is being generated, so releasing it needs no classifier call of its own.
                 if unsafe := await self._unsafe(raw):
@@ -113,12 +117,12 @@ class StreamGuard:
                 self._cleared_ahead = raw
             return GuardDecision(Action.ALLOW)
         ready = raw[:cut]
-        if not final and self._released and len(ready) < self.classify_every and not _SENTENCE_END.search(ready):
+        if not final and self._released_any and len(ready) < self.classify_every and not _SENTENCE_END.search(ready):
             return GuardDecision(Action.ALLOW)  # too little new text to be worth a classifier call: hold it
         redactable = [f for f in ready_findings if f.category != DENY_CATEGORY
                       and self.policy.action(f.category) is PolicyAction.REDACT]
         text = redact(ready, redactable)
-        covered = (not self._released and bool(self._cleared_ahead)  # what it adds is only white space
+        covered = (not self._released_any and bool(self._cleared_ahead)  # what it adds is only white space
                    and self._cleared_ahead.startswith(ready.rstrip()))
         if not covered and (unsafe := await self._unsafe((self._emitted_tail + text)[-self.window:])):
             return self._stop(unsafe, [])
@@ -126,7 +130,6 @@ class StreamGuard:
         shifted = [Finding(f.start + self._offset, f.end + self._offset, f.category, f.detector) for f in redactable]
         self._offset += cut
         self._emitted_tail = (self._emitted_tail + text)[-self.window:]
-        self._released = True
         return GuardDecision(Action.REDACT if redactable else Action.ALLOW, text, shifted)
 
     async def _unsafe(self, window: str) -> list[CategoryResult]:
