@@ -48,25 +48,15 @@ class OwnStack:
         return pid
 
     def api_key(self, tenant: str) -> str:
-        from services.common.db import create_db_engine
-        from services.orchestrator.tenancy.store import TenantStore
+        from services.orchestrator.tenancy.store import issue_key
 
-        engine = create_db_engine(self.settings.db_url)
-        try:
-            return TenantStore(engine).create_key(tenant, tier="enterprise", name="fault-tests").plaintext
-        finally:
-            engine.dispose()
+        return issue_key(self.settings.db_url, tenant, tier="enterprise", name="fault-tests")
 
     def usage(self, tenant: str) -> list:
         """The tenant's usage rows, oldest first."""
-        from services.common.db import create_db_engine
-        from services.orchestrator.tenancy.usage import UsageLog
+        from services.orchestrator.tenancy.usage import usage_rows_of
 
-        engine = create_db_engine(self.settings.db_url)
-        try:
-            return UsageLog(engine).records(tenant_id=tenant)
-        finally:
-            engine.dispose()
+        return usage_rows_of(self.settings.db_url, tenant)
 
 
 @contextmanager

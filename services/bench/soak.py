@@ -25,9 +25,8 @@ from services.bench.serve import Runner
 from services.bench.serve_metrics import RequestRecord, Slo, summarize_requests
 from services.bench.serve_targets import GrpcTarget, HttpTarget, Target
 from services.bench.serve_workload import LengthDist, Session, build_sessions
-from services.common.db import create_db_engine
 from services.common.settings import Settings
-from services.orchestrator.tenancy.store import TenantStore
+from services.orchestrator.tenancy.store import issue_key
 from services.orchestrator.tenancy.usage import usage_rows_of
 from services.supervisor.stack import STATE_FILE
 
@@ -77,11 +76,7 @@ def engine_output_tokens(settings: Settings) -> float | None:
 def new_soak_key(settings: Settings) -> tuple[str, str]:
     """A fresh enterprise-tier tenant and key in the stack's database: (tenant, key)."""
     tenant = f"soak-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-    engine = create_db_engine(settings.db_url)
-    try:
-        return tenant, TenantStore(engine).create_key(tenant, tier="enterprise", name="soak").plaintext
-    finally:
-        engine.dispose()
+    return tenant, issue_key(settings.db_url, tenant, tier="enterprise", name="soak")
 
 
 def usage_rows(settings: Settings, tenant: str) -> list:

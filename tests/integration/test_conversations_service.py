@@ -14,7 +14,7 @@ from services.common.db import create_db_engine
 from services.common.settings import Settings
 from services.orchestrator.conversations.store import Conversation, ConversationStore
 from services.orchestrator.server import create_server
-from services.orchestrator.tenancy.store import TenantStore
+from services.orchestrator.tenancy.store import issue_key
 from tests.integration.postgres import pg_url  # noqa: F401  (fixture)
 
 
@@ -42,11 +42,7 @@ def _stored(settings: Settings, conversation_id: str) -> Conversation:
 
 def _create_key(settings: Settings) -> str:
     """A key of TENANT in this test's database (create_server has migrated it)."""
-    engine = create_db_engine(settings.db_url)
-    try:
-        return TenantStore(engine).create_key(TENANT, tier="enterprise").plaintext
-    finally:
-        engine.dispose()
+    return issue_key(settings.db_url, TENANT, tier="enterprise")
 
 
 def test_replies_are_stored_complete_or_incomplete(settings: Settings) -> None:

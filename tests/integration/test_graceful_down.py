@@ -16,10 +16,9 @@ import httpx
 import pytest
 from sluice.v1 import chat_pb2, chat_pb2_grpc
 
-from services.common.db import create_db_engine
 from services.common.settings import Settings
-from services.orchestrator.tenancy.store import TenantStore
-from services.orchestrator.tenancy.usage import UsageLog
+from services.orchestrator.tenancy.store import issue_key
+from services.orchestrator.tenancy.usage import usage_rows_of
 from services.supervisor.stack import Stack, down, up
 from tests.conftest import stack_settings
 
@@ -40,19 +39,11 @@ class Stream:
 
 
 def _key(settings: Settings) -> str:
-    engine = create_db_engine(settings.db_url)
-    try:
-        return TenantStore(engine).create_key(TENANT, tier="enterprise", name="drain-tests").plaintext
-    finally:
-        engine.dispose()
+    return issue_key(settings.db_url, TENANT, tier="enterprise", name="drain-tests")
 
 
 def _usage(settings: Settings) -> list:
-    engine = create_db_engine(settings.db_url)
-    try:
-        return UsageLog(engine).records(tenant_id=TENANT)
-    finally:
-        engine.dispose()
+    return usage_rows_of(settings.db_url, TENANT)
 
 
 async def _sse(settings: Settings, api_key: str, stream: Stream, tokens: int) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from services.common.db import session_factory
+from services.common.db import create_db_engine, session_factory
 from services.orchestrator.tenancy import audit
 from services.orchestrator.tenancy.keys import generate_key, key_id_of, matches
 from services.orchestrator.tenancy.models import ApiKeyRow, TenantRow, UserRow
@@ -171,3 +171,12 @@ class TenantStore:
             return Principal(tenant_id=tenant.id, key_id=row.id, tier=tier, key_limits=tier.limits.override(own),
                              user_id=row.user_id, store_prompt_text=tenant.store_prompt_text,
                              default_collections=tuple(json.loads(tenant.default_collections or "[]")))
+
+
+def issue_key(db_url: str, tenant: str, *, tier: str | None = None, name: str = "") -> str:
+    """A new key's plain text, through a short-lived engine (benchmarks and tests that need one key)."""
+    engine = create_db_engine(db_url)
+    try:
+        return TenantStore(engine).create_key(tenant, tier=tier, name=name).plaintext
+    finally:
+        engine.dispose()
