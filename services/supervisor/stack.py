@@ -184,13 +184,11 @@ class Stack:
 
     @property
     def restart_counts(self) -> dict[str, int]:
-        return {p.name: self._restarts.counts().get(p.name, 0) for p in self.processes}
+        counts = self._restarts.counts()
+        return {p.name: counts.get(p.name, 0) for p in self.processes}
 
     def pids(self) -> dict[str, int | None]:
         return {p.name: p.pid for p in self.processes}
-
-    def failed_process(self) -> ManagedProcess | None:
-        return next((p for p in self.processes if not p.alive()), None)
 
     def write_state(self, ready: bool) -> None:
         state = {"pid": os.getpid(), "ready": ready, "started": time.time(),
