@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from engine.tokenizer import ChatTemplateError
 from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account
-from services.orchestrator.catalog import ModelCatalog, ModelEntry
+from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
 from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
@@ -52,6 +52,30 @@ class Finished:
     reason: str  # "stop" | "length" | "tool_calls" | "content_filter"
     usage: Usage
     categories: list[str] = field(default_factory=list)  # content_filter: what the output guard found
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCount:
+    """What a request costs before it runs: charged against rate limits and quotas."""
+
+    model: str  # the public model it would be routed to
+    prompt_tokens: int
+    max_tokens: int  # the completion budget reserved with the prompt
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokenized:
+    request: ChatRequest  # with the persona applied
+    template_messages: list[dict]
+    prompt_ids: list[int]
+    max_tokens: int
+
+
+def context_length_exceeded(window: int, prompt_tokens: int, completion_tokens: int) -> ApiError:
+    return ApiError(400, f"This model's maximum context length is {window} tokens. However, you requested "
+                         f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in the messages, "
+                         f"{completion_tokens} in the completion). Please reduce the length of the messages or "
+                         "completion.", "invalid_request_error", "messages", "context_length_exceeded")
 
 
 @dataclass(slots=True)
@@ -115,9 +139,33 @@ class Generator:
                 route.reservation.release()
             raise
 
-    def _prepare_routed(self, request: ChatRequest, route: RouteDecision, *, tools: list[dict] | None,
-                        prefill: str, tenant: str | None) -> PreparedGeneration:
-        entry, deployment = route.entry, route.deployment
+    def count(self, request: ChatRequest, *, tools: list[dict] | None = None, prefill: str = "",
+              tenant: str | None = None) -> PromptCount:
+        """The prompt's tokens and the completion budget on the model the request would be routed to, checked
+        against its context window — with no admission check and no reservation, so that limits and quotas are
+        charged before anything is admitted or any stage runs. Raises 400 (context, template) or 404 (model)."""
+        principal = current_principal.get()
+        entry = self.router.choose_model(request.model, tenant=tenant,
+                                         tier=principal.tier.name if principal is not None else None,
+                                         prompt_chars=sum(len(m.content) for m in request.messages),
+                                         max_tokens=request.max_tokens)
+        tokens = self._tokenize(request, entry, entry.primary, tools=tools, prefill=prefill, tenant=tenant)
+        return PromptCount(entry.name, len(tokens.prompt_ids), tokens.max_tokens)
+
+    def reprepare(self, prepared: PreparedGeneration, request: ChatRequest) -> PreparedGeneration:
+        """The same admitted route (and in-flight reservation) for messages a stage rewrote (redaction, retrieved
+        passages): re-tokenised and re-checked against the context window."""
+        if prepared.route is None:
+            raise ValueError("reprepare needs a routed generation")
+        try:
+            return self._prepare_routed(request, prepared.route, tools=prepared.tools, prefill=prepared.prefill,
+                                        tenant=prepared.tenant)
+        except BaseException:
+            prepared.release()
+            raise
+
+    def _tokenize(self, request: ChatRequest, entry: ModelEntry, deployment: Deployment, *,
+                  tools: list[dict] | None, prefill: str, tenant: str | None) -> _Tokenized:
         request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
         template_messages = [m.as_template_dict() for m in request.messages]
         try:
@@ -127,12 +175,16 @@ class Generator:
             raise invalid(f"The messages cannot be formatted for this model: {exc}", "messages") from exc
         room = deployment.context_window - len(prompt_ids)
         if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
-            asked = request.max_tokens or 1
-            raise ApiError(400, f"This model's maximum context length is {deployment.context_window} tokens. However, "
-                                f"you requested {len(prompt_ids) + asked} tokens ({len(prompt_ids)} in the messages, "
-                                f"{asked} in the completion). Please reduce the length of the messages or "
-                                "completion.", "invalid_request_error", "messages", "context_length_exceeded")
+            raise context_length_exceeded(deployment.context_window, len(prompt_ids), request.max_tokens or 1)
         max_tokens = request.max_tokens or min(self.default_max_tokens, room)
+        return _Tokenized(request, template_messages, prompt_ids, max_tokens)
+
+    def _prepare_routed(self, request: ChatRequest, route: RouteDecision, *, tools: list[dict] | None,
+                        prefill: str, tenant: str | None) -> PreparedGeneration:
+        entry, deployment = route.entry, route.deployment
+        tokens = self._tokenize(request, entry, deployment, tools=tools, prefill=prefill, tenant=tenant)
+        request, template_messages, prompt_ids = tokens.request, tokens.template_messages, tokens.prompt_ids
+        max_tokens = tokens.max_tokens
         if route.max_tokens_cap is not None:  # brownout: the deployment is missing its TTFT SLO
             max_tokens = min(max_tokens, route.max_tokens_cap)
         greedy = request.temperature == 0 or request.top_p == 0

@@ -15,8 +15,10 @@ from sluice.v1 import chat_pb2, chat_pb2_grpc
 from services.common.errors import ApiError, invalid
 from services.orchestrator.chat_request import ROLES, ChatMessage, ChatRequest
 from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
+from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.openai_facade import request_id_of
 from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
+from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.tenancy.metering import Metering, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 
@@ -77,10 +79,11 @@ def validate(request: ChatRequest) -> None:
 
 class NativeChat(chat_pb2_grpc.ChatServicer):
     def __init__(self, generator: Generator, pipeline: ChatPipeline | None = None,
-                 metering: Metering | None = None) -> None:
+                 metering: Metering | None = None, lifecycle: RequestLifecycle | None = None) -> None:
         self.generator = generator
         self.metering = metering
         self.pipeline = pipeline or ChatPipeline()  # input guard → (retrieve: not on this API yet) → output guard
+        self.lifecycle = lifecycle or RequestLifecycle(self.pipeline, PromptSizeBound.for_catalog(generator.catalog))
 
     async def Generate(self, request: chat_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[chat_pb2.GenerateResponse]:
@@ -96,12 +99,9 @@ class NativeChat(chat_pb2_grpc.ChatServicer):
                 chat = to_chat_request(request)
                 meter.model, meter.user = chat.model, chat.user
                 validate(chat)
-                run = await self.pipeline.before_generate(chat, tenant=tenant_of(context), request_id=request_id)
-                chat = run.chat
-                prepared = self.generator.prepare(chat, request_id=request_id)
-                run.apply(prepared)
-                prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
-                                                             prepared.params.max_tokens)
+                admitted = await self.lifecycle.admit(chat, meter, self.generator, tenant=tenant_of(context),
+                                                      request_id=request_id)
+                chat, prepared, run = admitted.chat, admitted.prepared, admitted.run
             except ApiError as error:
                 meter.fail(error.status)
                 await abort(context, error, await meter.headers())

@@ -27,7 +27,9 @@ from services.orchestrator.chat_request import ChatRequest, parse_chat_request, 
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
+from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
+from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.tools.retrieve_tool import request_tenant
@@ -88,13 +90,14 @@ async def error_response(context: grpc.aio.ServicerContext, request_id: str, err
 class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
                  embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None,
-                 metering: Metering | None = None) -> None:
+                 metering: Metering | None = None, lifecycle: RequestLifecycle | None = None) -> None:
         self.catalog = catalog
         self.metering = metering  # limits, quotas and usage records per API key (None: not metered)
         self.generator = generator
         self.tools = tools or ToolRunner(generator)
         self.embeddings = embeddings
         self.pipeline = pipeline or ChatPipeline()  # declared stages around generation (pipelines/stages.yaml)
+        self.lifecycle = lifecycle or RequestLifecycle(self.pipeline, PromptSizeBound.for_catalog(catalog))
 
     async def Embeddings(self, request: httpbody_pb2.HttpBody,
                          context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
@@ -145,12 +148,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 meter.model, meter.user = chat.model, chat.user
                 tenant = tenant_of(context)
                 request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
-                run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
-                chat = run.chat  # input guard (redactions) and retrieve (passages) may have rewritten the messages
-                prepared = self.tools.prepare(chat)
-                run.apply(prepared)
-                prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
-                                                             prepared.params.max_tokens)
+                # size, context, limits, admission, then the stages (which may rewrite the messages)
+                admitted = await self.lifecycle.admit(chat, meter, self.tools, tenant=tenant, request_id=request_id)
+                chat, prepared, run = admitted.chat, admitted.prepared, admitted.run
             except ApiError as error:
                 meter.fail(error.status)
                 if error.code == "content_policy_violation" and error.details:

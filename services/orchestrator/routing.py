@@ -173,6 +173,11 @@ class Router:
             return self.catalog.get(large), "auto:long-answer"
         return self.catalog.get(small), "auto:short"
 
+    def choose_model(self, requested: str, *, tenant: str | None = None, tier: str | None = None,
+                     prompt_chars: int = 0, max_tokens: int | None = None) -> ModelEntry:
+        """The model `route` would pick first, with no admission check (the request's tokens are counted on it)."""
+        return self._pick_model(requested, tenant, tier, prompt_chars, max_tokens)[0]
+
     def _pick_deployment(self, entry: ModelEntry, request_id: str) -> tuple[Deployment, bool]:
         if len(entry.targets) == 1:
             return entry.targets[0][0], False

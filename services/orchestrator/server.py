@@ -19,6 +19,7 @@ from services.orchestrator.conversations.service import ConversationsService
 from services.orchestrator.conversations.store import ConversationStore
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.generate import Generator
+from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
 from services.orchestrator.openai_facade import OpenAIFacade, error_response
@@ -26,6 +27,7 @@ from services.orchestrator.pipeline.pipeline import ChatPipeline
 from services.orchestrator.replicated_llm import ReplicatedLLM, triton_llm_for
 from services.orchestrator.response_cache import ResponseCache
 from services.orchestrator.routing import Router, load_routing_policy
+from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.tenancy.audit import AuditLog
 from services.orchestrator.tenancy.auth import AuthInterceptor
 from services.orchestrator.tenancy.limits import InProcessLimiter
@@ -74,11 +76,13 @@ async def create_server(settings: Settings, address: str | None = None,
     watch_circuits(lambda: {**{f"deployment:{name}": health.breaker.state.value
                                for name, health in router.health.items()},
                             **{f"stage:{stage.name}": stage.breaker.state.value for stage in pipeline.stages()}})
+    lifecycle = RequestLifecycle(pipeline, PromptSizeBound.for_catalog(catalog))  # one order of work for every API
     openai_pb2_grpc.add_OpenAIServicer_to_server(
-        OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering), server)
-    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering), server)
+        OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering, lifecycle=lifecycle), server)
+    chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering, lifecycle=lifecycle),
+                                             server)
     conversations_pb2_grpc.add_ConversationsServicer_to_server(
-        ConversationsService(ConversationStore(db), generator, metering=metering), server)
+        ConversationsService(ConversationStore(db), generator, metering=metering, lifecycle=lifecycle), server)
     port = await start_serving(server, address or f"{settings.host}:{settings.orchestrator_port}", SERVICE_NAMES,
                                "orchestrator")
     return server, port, llm

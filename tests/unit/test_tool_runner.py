@@ -29,9 +29,10 @@ class ScriptedGenerator:
         self.rounds: list[dict[str, Any]] = []
         self.closed_early = 0
 
-    def prepare(self, chat: ChatRequest, *, tools: list[dict] | None = None, prefill: str = "") -> PreparedGeneration:
+    def prepare(self, chat: ChatRequest, *, tools: list[dict] | None = None, prefill: str = "",
+                tenant: str | None = None, request_id: str | None = None) -> PreparedGeneration:
         self.rounds.append({"messages": [m.as_template_dict() for m in chat.messages], "tools": tools,
-                            "prefill": prefill})
+                            "prefill": prefill, "tenant": tenant})
         return PreparedGeneration(None, [0] * 10 * len(self.rounds), LLMParams(max_tokens=64, end_id=2), [],  # type: ignore[arg-type]
                                   prefill, tool_markup=bool(tools))
 

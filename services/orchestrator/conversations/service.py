@@ -24,6 +24,7 @@ from services.common.errors import ApiError, internal, invalid
 from services.orchestrator.conversations.context import fit_context
 from services.orchestrator.conversations.store import Conversation, ConversationStore, StoredMessage
 from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
+from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.native_chat import (
     FINISH_REASONS,
     abort,
@@ -33,8 +34,9 @@ from services.orchestrator.native_chat import (
     validate,
 )
 from services.orchestrator.openai_facade import request_id_of
-from services.orchestrator.pipeline.pipeline import tenant_of
+from services.orchestrator.pipeline.pipeline import ChatPipeline, tenant_of
 from services.orchestrator.replicas import conversation_affinity
+from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 
@@ -81,11 +83,13 @@ class _Reply:
 class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
     def __init__(self, store: ConversationStore, generator: Generator,
                  tenant_of: Callable[[grpc.aio.ServicerContext], str] = tenant_of,
-                 metering: Metering | None = None) -> None:
+                 metering: Metering | None = None, lifecycle: RequestLifecycle | None = None) -> None:
         self.store = store
         self.generator = generator
         self.tenant_of = tenant_of  # the API key's tenant (auth interceptor)
         self.metering = metering
+        # the same checks and stages as the other APIs: input guard, output guard, PII redacted before storage
+        self.lifecycle = lifecycle or RequestLifecycle(ChatPipeline(), PromptSizeBound.for_catalog(generator.catalog))
 
     async def Create(self, request: conversations_pb2.CreateConversationRequest,
                      context: grpc.aio.ServicerContext) -> conversations_pb2.Conversation:
@@ -153,6 +157,7 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
             if len(request.content) > MAX_CONTENT_CHARS:
                 raise invalid(f"'content' is longer than {MAX_CONTENT_CHARS} characters.", "content",
                               "invalid_value")
+            self.lifecycle.size_bound.check_text(len(request.content), "content")  # before any tokenising
             conversation = await asyncio.to_thread(self.store.get, tenant, request.conversation_id)
             entry = self.generator.catalog.get(conversation.model)
             system = [{"role": "system", "content": conversation.system_prompt}] if conversation.system_prompt else []
@@ -169,11 +174,11 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
             validate(chat)
             meter.model = conversation.model
             conversation_affinity.set(conversation.id)  # its turns meet on the Triton replica holding its history
-            prepared = self.generator.prepare(chat)
-            prepared.params.priority = await meter.admit(prepared.entry.name, len(prepared.prompt_ids),
-                                                         prepared.params.max_tokens)
-            await asyncio.to_thread(self.store.append_message, tenant, conversation.id, "user", request.content,
-                                    prompt_tokens=len(entry.tokenizer.encode(request.content)))
+            admitted = await self.lifecycle.admit(chat, meter, self.generator, tenant=tenant, request_id=request_id)
+            prepared, run = admitted.prepared, admitted.run
+            content = admitted.chat.messages[-1].content  # as the input guard left it: PII is never stored
+            await asyncio.to_thread(self.store.append_message, tenant, conversation.id, "user", content,
+                                    prompt_tokens=len(entry.tokenizer.encode(content)))
         except ApiError as error:
             if prepared is not None:
                 prepared.release()  # e.g. a quota rejection after routing: give back its in-flight place
@@ -189,9 +194,9 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
         response_id = f"gen-{uuid.uuid4().hex}"
         model = conversation.model
         await context.send_initial_metadata((("x-request-id", request_id), ("x-sluice-model", entry.name),
-                                             *meter.rate_limit_headers.items()))
+                                             *run.headers().items(), *meter.rate_limit_headers.items()))
         reply = _Reply(parts=[])
-        events = self.generator.run(prepared, request_id)
+        events = self.lifecycle.pipeline.guard(self.generator.run(prepared, request_id), run, prepared)
         try:
             yield chat_pb2.GenerateResponse(id=response_id, model=model, start=chat_pb2.GenerateResponse.Start(
                 role="assistant", created=int(time.time())))
@@ -203,7 +208,8 @@ class ConversationsService(conversations_pb2_grpc.ConversationsServicer):
                         yield delta_response(response_id, model, event)
                 elif isinstance(event, Finished):
                     # Stored before the finish event goes out: a client that saw the finish can read the message.
-                    await self._save(tenant, conversation.id, reply, "complete", event.usage.prompt_tokens,
+                    status = "refused" if event.reason == "content_filter" else "complete"
+                    await self._save(tenant, conversation.id, reply, status, event.usage.prompt_tokens,
                                      event.usage.completion_tokens, event.reason)
                     yield finish_response(response_id, model, event)
         except ApiError as error:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from services.common.errors import invalid
 from services.orchestrator.chat_request import ChatMessage, ChatRequest
-from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.generate import Finished, Generator, PreparedGeneration, PromptCount, TextDelta, Usage
 from services.orchestrator.tools.parser import CALL_OPEN, InvalidToolCall, ParsedEvent, ToolCall, ToolCallParser
 from services.orchestrator.tools.registry import ToolRegistry, ToolResult, builtin_registry
 from services.orchestrator.tools.spec import ToolSpec
@@ -67,8 +67,7 @@ class ToolRunner:
         self.registry = registry or builtin_registry()
         self.max_rounds = max_rounds
 
-    def prepare(self, chat: ChatRequest) -> PreparedGeneration:
-        """Validates `server_tools` and prepares the first round; raises ApiError (400) like Generator.prepare."""
+    def _check_server_tools(self, chat: ChatRequest) -> None:
         client_names = {tool.name for tool in chat.tools}
         for name in chat.server_tools:
             if self.registry.get(name) is None:
@@ -77,7 +76,21 @@ class ToolRunner:
             if name in client_names:
                 raise invalid(f"Invalid 'server_tools': {name!r} is also defined in 'tools'.", "server_tools",
                               "invalid_value")
-        return self._prepare_round(chat, chat.messages, 0)
+
+    def count(self, chat: ChatRequest, *, tenant: str | None = None) -> PromptCount:
+        """The first round's prompt tokens (tool definitions included), before anything is admitted."""
+        self._check_server_tools(chat)
+        tools, prefill = self._round_tools(chat, 0)
+        return self.generator.count(chat, tools=tools, prefill=prefill, tenant=tenant)
+
+    def prepare(self, chat: ChatRequest, *, tenant: str | None = None,
+                request_id: str | None = None) -> PreparedGeneration:
+        """Validates `server_tools` and prepares the first round; raises ApiError (400) like Generator.prepare."""
+        self._check_server_tools(chat)
+        return self._prepare_round(chat, chat.messages, 0, tenant=tenant, request_id=request_id)
+
+    def reprepare(self, prepared: PreparedGeneration, chat: ChatRequest) -> PreparedGeneration:
+        return self.generator.reprepare(prepared, chat)
 
     def _specs(self, chat: ChatRequest, round_index: int) -> list[ToolSpec]:
         if chat.tool_choice.mode == "none":
@@ -85,18 +98,24 @@ class ToolRunner:
         server = [self.registry.get(n).spec for n in chat.server_tools] if round_index < self.max_rounds else []
         return [*chat.tools, *server]
 
-    def _prepare_round(self, chat: ChatRequest, messages: list[ChatMessage], round_index: int) -> PreparedGeneration:
+    def _round_tools(self, chat: ChatRequest, round_index: int) -> tuple[list[dict] | None, str]:
+        """The tool definitions the template renders for a round, and the text that starts the answer."""
         specs = self._specs(chat, round_index)
         if not specs:
-            return self.generator.prepare(dataclasses.replace(chat, messages=messages))
+            return None, ""
         prefill = ""
         if round_index == 0 and chat.tool_choice.mode == "required":
             prefill = CALL_OPEN
         elif round_index == 0 and chat.tool_choice.mode == "function":
             # No space after the colon: the tokenizer learned ' {"' as one token, so the model writes it itself.
             prefill = f'{CALL_OPEN}{{"name": {json.dumps(chat.tool_choice.name)}, "arguments":'
-        return self.generator.prepare(dataclasses.replace(chat, messages=messages),
-                                      tools=[spec.as_template_tool() for spec in specs], prefill=prefill)
+        return [spec.as_template_tool() for spec in specs], prefill
+
+    def _prepare_round(self, chat: ChatRequest, messages: list[ChatMessage], round_index: int, *,
+                       tenant: str | None = None, request_id: str | None = None) -> PreparedGeneration:
+        tools, prefill = self._round_tools(chat, round_index)
+        return self.generator.prepare(dataclasses.replace(chat, messages=messages), tools=tools, prefill=prefill,
+                                      tenant=tenant, request_id=request_id)
 
     async def run(self, chat: ChatRequest, prepared: PreparedGeneration,
                   request_id: str) -> AsyncIterator[ToolRunEvent]:
@@ -156,7 +175,7 @@ class ToolRunner:
                     yield ServerToolRan(call, result)
                     messages.append(ChatMessage(role="tool", content=result.as_message_content(), tool_call_id=call.id))
                 round_index += 1
-                prepared = self._prepare_round(chat, messages, round_index)
+                prepared = self._prepare_round(chat, messages, round_index, tenant=prepared.tenant)
         finally:
             prepared.release()  # a round prepared but closed before its generation started keeps no place
 
