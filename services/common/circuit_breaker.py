@@ -74,6 +74,12 @@ class CircuitBreaker:
         self._failures = 0
         self._trials = 0
 
+    def record_neutral(self) -> None:
+        """The call ended for a reason of its own (too large, over its tenant's share): no verdict on the dependency.
+        A half-open trial it used is handed back, so the next call can probe instead."""
+        if self._state is BreakerState.HALF_OPEN and self._trials > 0:
+            self._trials -= 1
+
     def record_failure(self) -> None:
         self._failures += 1
         if self.state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:

@@ -3,6 +3,7 @@ stream guard."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from services.safety.detectors.injection import find_injection
 from services.safety.detectors.pii import Finding, find_pii, redact
 from services.safety.policy import FailMode, PolicyAction, SafetyPolicy
 from services.safety.verdict import Action, CategoryResult, SpanRef, Verdict, judge
+from services.safety.work_limits import OFF_LOOP_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ async def check_messages(classifier: Classifier, policy: SafetyPolicy,
                          messages: list[tuple[str, str]]) -> Verdict:
     """messages: (role, content) pairs. Category scores are the maximum over the checked messages."""
     checked = [i for i, (role, content) in enumerate(messages) if role in CHECKED_ROLES and content]
-    rules = {i: rule_check(messages[i][1], policy) for i in checked}
+    if sum(len(messages[i][1]) for i in checked) > OFF_LOOP_CHARS:  # regexes over long text: off the event loop
+        rules = await asyncio.to_thread(lambda: {i: rule_check(messages[i][1], policy) for i in checked})
+    else:
+        rules = {i: rule_check(messages[i][1], policy) for i in checked}
     scored = await classify(classifier, [messages[i][1] for i in checked], policy)
     scores: dict[str, float] = {c: 0.0 for c in CLASSIFIER_CATEGORIES} if scored is not None else {}
     for position, i in enumerate(checked):

@@ -19,9 +19,11 @@ from services.safety.policy import PolicyStore, PolicyUnavailable, SafetyPolicy
 from services.safety.policy_db import store_for_url
 from services.safety.stream_guard import GuardDecision, StreamGuard
 from services.safety.verdict import category_proto, span_proto
+from services.safety.work_limits import TenantBusy, TenantGate, max_check_chars, tenant_concurrency
 
 log = logging.getLogger("sluice.safety")
 
+TENANT_HEADER = "x-sluice-tenant"
 SERVICE_NAME = safety_pb2.DESCRIPTOR.services_by_name["Safety"].full_name
 
 
@@ -31,10 +33,21 @@ def _decision_proto(decision: GuardDecision) -> safety_pb2.OutputDecision:
                                      spans=[span_proto(f) for f in decision.findings], final=decision.final)
 
 
+def _tenant_of(context: grpc.aio.ServicerContext, policy_id: str) -> str:
+    """The calling tenant, as the orchestrator names it in `x-sluice-tenant` (else the policy it asked for)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_HEADER and value:
+            return value
+    return policy_id or "default"
+
+
 class SafetyService(safety_pb2_grpc.SafetyServicer):
-    def __init__(self, classifier: Classifier, policies: PolicyStore) -> None:
+    def __init__(self, classifier: Classifier, policies: PolicyStore, max_chars: int | None = None,
+                 tenant_gate: TenantGate | None = None) -> None:
         self.classifier = classifier
         self.policies = policies
+        self.max_chars = max_chars or max_check_chars()  # the text one check may classify
+        self.tenant_gate = tenant_gate or TenantGate(tenant_concurrency())  # checks in flight per tenant
 
     async def _policy(self, policy_id: str, request_id: str, context: grpc.aio.ServicerContext) -> SafetyPolicy:
         try:
@@ -51,9 +64,20 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
     async def CheckInput(self, request: safety_pb2.CheckInputRequest,
                          context: grpc.aio.ServicerContext) -> safety_pb2.Verdict:
         started = time.perf_counter()
-        policy = await self._policy(request.policy_id, request.request_id, context)
+        chars = sum(len(m.content) for m in request.messages)
+        if chars > self.max_chars:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{chars} characters to check; at most {self.max_chars} are checked per request")
+        tenant = _tenant_of(context, request.policy_id)
         try:
-            verdict = await check_messages(self.classifier, policy, [(m.role, m.content) for m in request.messages])
+            with self.tenant_gate.enter(tenant):
+                policy = await self._policy(request.policy_id, request.request_id, context)
+                verdict = await check_messages(self.classifier, policy,
+                                               [(m.role, m.content) for m in request.messages])
+        except TenantBusy:
+            log.warning("request %s: tenant %s has %d checks in flight", request.request_id, tenant,
+                        self.tenant_gate.limit)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many checks in flight for this tenant")
         except ClassifierUnavailable as exc:
             log.warning("request %s: classifier unavailable: %s", request.request_id, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")

@@ -174,7 +174,8 @@ class FakeSafety:
         text = request.messages[0].content
         return self.per_text.get(text) or self.verdict or safety_pb2.Verdict(action=safety_pb2.ACTION_ALLOW)
 
-    def CheckInput(self, request: safety_pb2.CheckInputRequest, timeout: float | None = None):  # noqa: N802
+    def CheckInput(self, request: safety_pb2.CheckInputRequest, timeout: float | None = None,  # noqa: N802
+                   metadata: tuple = ()):
         return self._input(request)
 
     def CheckOutput(self, metadata=()) -> FakeOutputCall:  # noqa: N802 - like the stub: metadata is optional

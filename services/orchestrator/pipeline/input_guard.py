@@ -18,6 +18,11 @@ from services.orchestrator.pipeline.stages import Stage, run_stage
 log = logging.getLogger(__name__)
 
 
+TENANT_HEADER = "x-sluice-tenant"
+# A check of more text than this may time out for its own size: its timeout is not held against the service.
+LARGE_CHECK_CHARS = 8192
+
+
 def content_policy_violation(categories: list[str]) -> ApiError:
     named = f" ({', '.join(categories)})" if categories else ""
     return ApiError(400, f"Your request was rejected as a result of our safety system{named}. Please revise the "
@@ -41,8 +46,10 @@ class InputGuard:
         self.stage = stage
         self.stub = stub
 
-    def _check(self, request: safety_pb2.CheckInputRequest):
-        return self.stub.CheckInput(request, timeout=self.stage.spec.timeout_s)
+    def _check(self, request: safety_pb2.CheckInputRequest, tenant: str):
+        # the tenant lets the safety service bound each tenant's share of its work
+        return self.stub.CheckInput(request, timeout=self.stage.spec.timeout_s,
+                                    metadata=((TENANT_HEADER, tenant),))
 
     async def check(self, messages: list[ChatMessage], *, tenant: str, request_id: str,
                     degraded: list[str]) -> InputCheck:
@@ -50,7 +57,8 @@ class InputGuard:
         request = safety_pb2.CheckInputRequest(
             messages=[chat_pb2.Message(role=m.role, content=m.content) for m in messages],
             policy_id=policy_id_for(tenant), request_id=request_id)
-        verdict = await run_stage(self.stage, lambda: self._check(request), degraded)
+        large = sum(len(m.content) for m in messages) > LARGE_CHECK_CHARS
+        verdict = await run_stage(self.stage, lambda: self._check(request, tenant), degraded, large=large)
         if verdict is None:  # fail open (a tenant that chose "flag"): unchecked, and never cached
             return InputCheck(list(messages), pii=True, categories=[])
         triggered = [c.category for c in verdict.categories if c.triggered]
@@ -71,7 +79,7 @@ class InputGuard:
         async def one(text: str) -> str | None:
             request = safety_pb2.CheckInputRequest(messages=[chat_pb2.Message(role="tool", content=text)],
                                                    policy_id=policy_id_for(tenant), request_id=request_id)
-            verdict = await self.stage.call(lambda: self._check(request))
+            verdict = await self.stage.call(lambda: self._check(request, tenant), large=len(text) > LARGE_CHECK_CHARS)
             if verdict.action == safety_pb2.ACTION_BLOCK:
                 log.info("request %s: dropped a retrieved passage (%s)", request_id,
                          ",".join(c.category for c in verdict.categories if c.triggered))

@@ -31,6 +31,20 @@ class StageDown(Exception):
         self.retry_after = retry_after
 
 
+# gRPC codes by which a stage's service refuses one request while itself healthy, and the HTTP status they become.
+REQUEST_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
+
+
+def refused_by_stage(stage: str, exc: grpc.aio.AioRpcError) -> ApiError:
+    status = REQUEST_REFUSALS[exc.code()]
+    if status == 429:
+        return ApiError(429, f"Too many requests of your tenant are in the {stage.replace('_', ' ')} stage; retry "
+                             "shortly.", "requests", None, "rate_limit_exceeded", retry_after=1.0)
+    return ApiError(400, f"The {stage.replace('_', ' ')} stage refused the request: {exc.details()}",
+                    "invalid_request_error", "messages", "request_too_large")
+
+
 class Stage:
     def __init__(self, spec: StageSpec, clock: Callable[[], float] | None = None) -> None:
         self.spec = spec
@@ -54,17 +68,28 @@ class Stage:
         if not self.breaker.allow():
             raise StageDown(self.name, "circuit open", self._retry_after())
 
-    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, make: Callable[[], Awaitable[T]], *, large: bool = False) -> T:
         """Runs one call into the stage's service under its breaker and timeout. Raises StageDown on an open
-        circuit, a timeout or an RPC failure; other exceptions (the caller's own bugs) pass through."""
+        circuit, a timeout or an RPC failure; ApiError (400, 429) when the service refused this request itself;
+        other exceptions (the caller's own bugs) pass through.
+
+        Only faults of the service count against its circuit: a refusal of the request (too large, over its
+        tenant's share) does not, nor does the timeout of a `large` request, which its own size may explain —
+        so one tenant's hostile requests cannot open the circuit for every tenant."""
         self.check_open()
         try:
             result = await asyncio.wait_for(make(), self.spec.timeout_s)
         except TimeoutError:
-            self.breaker.record_failure()
+            if large:
+                self.breaker.record_neutral()
+            else:
+                self.breaker.record_failure()
             raise StageDown(self.name, f"timed out after {self.spec.timeout_s * 1000:.0f} ms",
                             self._retry_after()) from None
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in REQUEST_REFUSALS:
+                self.breaker.record_neutral()
+                raise refused_by_stage(self.name, exc) from None
             self.breaker.record_failure()
             raise StageDown(self.name, f"{exc.code().name}: {exc.details()}", self._retry_after()) from None
         self.breaker.record_success()
@@ -83,11 +108,12 @@ class Stage:
         self.breaker.record_success()
 
 
-async def run_stage(stage: Stage, make: Callable[[], Awaitable[T]], degraded: list[str]) -> T | None:
+async def run_stage(stage: Stage, make: Callable[[], Awaitable[T]], degraded: list[str], *,
+                    large: bool = False) -> T | None:
     """Applies the stage's failure policy: fail closed raises a 503 ApiError; fail open logs, records the stage in
     `degraded` (→ the x-sluice-degraded header) and returns None."""
     try:
-        return await stage.call(make)
+        return await stage.call(make, large=large)
     except StageDown as down:
         if not stage.fail_open:
             raise stage.failed(down) from None
