@@ -285,6 +285,8 @@ class Generator:
                 async for chunk in tokens:
                     if first_token_s is None:
                         first_token_s = time.monotonic() - started
+                        if route is not None and route.reservation is not None:
+                            route.reservation.start()  # no longer queued: admission control learns its TTFT
                     yield chunk
                 ok = True
                 return

@@ -11,10 +11,12 @@
   fallback if that has headroom, else is rejected at once (503 `overloaded` with `Retry-After`); each shed request is
   counted in `sluice_admission_shed_total`.
 
-A request counts against its deployment's in-flight number from the moment it is admitted: `route(reserve=True)`
-takes a `Reservation` in the same synchronous call as the check, so a burst arriving together on the event loop sees
-every earlier admission, not only the requests whose streams already started. The reservation is released exactly
-once, by `finished()` when generation ends or by `Reservation.release()` when the request never gets that far.
+A request counts against its deployment's in-flight number, and as waiting for its first token, from the moment it
+is admitted: `route(reserve=True)` takes a `Reservation` in the same synchronous call as the check, so a burst
+arriving together on the event loop sees every earlier admission, not only the requests whose streams already
+started. It stops waiting at the engine's first token (`Reservation.start()`, which also reports the TTFT to
+admission control). The reservation is released exactly once, by `finished()` when generation ends or by
+`Reservation.release()` when the request never gets that far.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class RoutingPolicy:
 @dataclass
 class DeploymentHealth:
     breaker: CircuitBreaker
-    in_flight: int = 0
+    in_flight: int = 0  # admitted and not yet ended (`max_queue` bounds this)
+    waiting: int = 0  # of those, the ones without a first token from the engine yet (admission control judges by this)
     ttfts: deque[tuple[float, float]] = field(default_factory=deque)  # (when, seconds)
 
     def brownout(self, policy: RoutingPolicy, now: float) -> bool:
@@ -94,20 +97,29 @@ class Reservation:
     """One admitted request's place in its deployment's in-flight count, and how its TTFT is reported back."""
 
     deployment: Deployment
-    depth: int  # requests in flight on the deployment when this one was admitted (ahead of it)
+    ahead: int  # requests on the deployment waiting for their first token when this one was admitted
     health: DeploymentHealth
     predicted_s: float | None  # the average TTFT admission control predicted for it (None: no estimate yet)
     admitted_at: float  # the router's clock when it was admitted
+    on_start: Callable[[Reservation, float | None], None]
     on_first_token: Callable[[Reservation, float | None], None]
     released: bool = False
+    waiting: bool = True  # no first token from the engine yet
     ttft_reported: bool = False
 
+    def start(self, ttft_s: float | None = None) -> None:
+        """The engine produced the request's first token (once; later calls are ignored): it leaves the waiting
+        queue, and admission control learns its TTFT, by default the time from its admission to now. That is what
+        the queue and the engine cost it: neither the output guard nor anything before admission (auth, input
+        guard, retrieval), which shedding cannot win back."""
+        if self.waiting:
+            self._stop_waiting()
+            self.on_start(self, ttft_s)
+
     def first_token(self, ttft_s: float | None = None) -> None:
-        """Reports the request's TTFT (once; later reports are ignored) to brownout and admission control: by
-        default the time from its admission to now. The delivery layer reports as the first token goes out to the
-        client (observe.py); the generator's own measure at the end of the stream only counts where nothing
-        reported earlier. Time spent before admission (auth, input guard, retrieval) is not the queue's doing and
-        is left out: shedding cannot win it back."""
+        """Reports the TTFT the client saw (once; later reports are ignored) to brownout: by default the time from
+        its admission to now. The delivery layer reports as the first token goes out to the client (observe.py);
+        the generator's own measure at the end of the stream only counts where nothing reported earlier."""
         if not self.ttft_reported:
             self.ttft_reported = True
             self.on_first_token(self, ttft_s)
@@ -118,7 +130,13 @@ class Reservation:
             return False
         self.released = True
         self.health.in_flight = max(0, self.health.in_flight - 1)
+        if self.waiting:  # ended without a first token: it no longer waits, and there is no TTFT to learn
+            self._stop_waiting()
         return True
+
+    def _stop_waiting(self) -> None:
+        self.waiting = False
+        self.health.waiting = max(0, self.health.waiting - 1)
 
 
 @dataclass(slots=True)
@@ -195,7 +213,7 @@ class Router:
             return "circuit-open"
         if health.in_flight >= deployment.max_queue:
             return "queue-full"
-        if self.admission.check(deployment.name, health.in_flight, tier) is not None:
+        if self.admission.check(deployment.name, health.waiting, tier) is not None:
             return "overloaded"
         return None
 
@@ -235,7 +253,7 @@ class Router:
 
     def _rejection(self, entry: ModelEntry, deployment: Deployment, why: str, tier: str | None) -> ApiError:
         if why == "overloaded":
-            rejection = self.admission.check(deployment.name, self.health[deployment.name].in_flight, tier)
+            rejection = self.admission.check(deployment.name, self.health[deployment.name].waiting, tier)
             retry = rejection.retry_after_s if rejection else 1.0
             return unavailable(f"The model `{entry.name}` is overloaded; retry after the suggested delay.",
                                retry_after=retry, code="overloaded")
@@ -260,25 +278,31 @@ class Router:
     def reserve(self, deployment: Deployment) -> Reservation:
         """Counts a request in flight on `deployment` without an admission check (route(reserve=True) checks)."""
         health = self.health[deployment.name]
-        depth = health.in_flight
+        ahead = health.waiting
         health.in_flight += 1
-        return Reservation(deployment, depth, health, self.admission.predicted_ttft(deployment.name, depth),
-                           self.clock(), self._first_token)
+        health.waiting += 1
+        return Reservation(deployment, ahead, health, self.admission.predicted_ttft(deployment.name, ahead),
+                           self.clock(), self._started, self._first_token)
+
+    def _started(self, reservation: Reservation, ttft_s: float | None) -> None:
+        ttft_s = max(0.0, self.clock() - reservation.admitted_at) if ttft_s is None else ttft_s
+        self.admission.observe_ttft(reservation.deployment.name, ttft_s, reservation.ahead, reservation.predicted_s)
 
     def _first_token(self, reservation: Reservation, ttft_s: float | None) -> None:
         now = self.clock()
         ttft_s = max(0.0, now - reservation.admitted_at) if ttft_s is None else ttft_s
         reservation.health.ttfts.append((now, ttft_s))
-        self.admission.observe_ttft(reservation.deployment.name, ttft_s, reservation.depth, reservation.predicted_s)
 
     def finished(self, reservation: Reservation, *, ok: bool, ttft_s: float | None = None) -> None:
         """A request that reached its deployment ended: its place is given back (if it still holds it) and the
-        outcome feeds the circuit breaker, brownout and admission control."""
+        outcome feeds the circuit breaker, brownout and admission control. `ttft_s` (the generator's own measure)
+        counts only where nothing reported the first token earlier."""
+        if ttft_s is not None:
+            reservation.start(ttft_s)
         reservation.release()
-        deployment, health = reservation.deployment, reservation.health
+        health = reservation.health
         if ok:
             health.breaker.record_success()
-            self.admission.observe_completion(deployment.name)
         else:
             health.breaker.record_failure()
         if ttft_s is not None:

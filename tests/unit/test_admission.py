@@ -34,21 +34,39 @@ def first_shed_depth(admission: AdmissionController, tier: str | None, deploymen
     return next((n for n in range(200) if admission.check(deployment, n, tier) is not None), None)
 
 
-def test_predicted_ttft_grows_with_queue_depth() -> None:
+def calibrate(admission: AdmissionController, per_place: float, deployment: str = DEP) -> None:
+    """Samples on the line `per_place × (ahead + 1)` over a spread of depths: the fit is exactly that line."""
+    for _ in range(3):
+        for ahead in range(8):
+            admission.observe_ttft(deployment, per_place * (ahead + 1), ahead=ahead)
+
+
+def test_predicted_ttft_grows_with_the_requests_waiting_ahead() -> None:
     admission, _ = controller()
     assert admission.predicted_ttft(DEP, 5) is None  # nothing measured yet
-    admission.observe_ttft(DEP, 0.5, depth=3)  # 4 places in the queue took 0.5 s: 0.125 s a place
+    calibrate(admission, 0.125)
     assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.125)
     assert admission.predicted_ttft(DEP, 7) == pytest.approx(1.0)
     depths = [admission.predicted_ttft(DEP, n) for n in range(10)]
     assert depths == sorted(depths) and depths[0] < depths[-1]
 
 
+def test_without_a_spread_of_depths_a_request_ahead_costs_a_tenth_of_a_place() -> None:
+    """Samples all taken behind the same queue cannot tell the base from the slope. A continuous-batching engine
+    prefills several waiting requests per step, so each one ahead is taken to cost a tenth of the average per place,
+    not a whole one: charging the full 0.5 s of a lone request's TTFT per place ahead would shed a burst of two."""
+    admission, _ = controller()
+    admission.observe_ttft(DEP, 0.5, ahead=3)  # 4 places took 0.5 s: 0.125 s a place on average
+    assert admission.predicted_ttft(DEP, 3) == pytest.approx(0.5)  # the line passes through what was seen
+    assert admission.predicted_ttft(DEP, 4) - admission.predicted_ttft(DEP, 3) == pytest.approx(0.0125)
+    assert first_shed_depth(admission, None) == 44  # 0.5 + 0.0125 × (n - 3) > 1 s from n = 44
+
+
 def test_a_fixed_cost_and_the_cost_of_each_request_ahead_are_told_apart() -> None:
     admission, _ = controller()
     for _ in range(30):
         for depth in (0, 2, 4, 6):
-            admission.observe_ttft(DEP, 0.2 + 0.05 * depth, depth=depth)
+            admission.observe_ttft(DEP, 0.2 + 0.05 * depth, ahead=depth)
     assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.2)
     assert admission.predicted_ttft(DEP, 10) == pytest.approx(0.7)
     # free's 0.5 s fits behind 6 (0.2 + 0.05 × 6); a line through the origin, fitted around depth 3 (0.35 s for 4
@@ -56,7 +74,7 @@ def test_a_fixed_cost_and_the_cost_of_each_request_ahead_are_told_apart() -> Non
     assert first_shed_depth(admission, "free") == 7
     for _ in range(30):  # the deployment got slower: the fit follows (weight 0.2 for the newest sample)
         for depth in (0, 2, 4, 6):
-            admission.observe_ttft(DEP, 0.4 + 0.1 * depth, depth=depth)
+            admission.observe_ttft(DEP, 0.4 + 0.1 * depth, ahead=depth)
     assert admission.predicted_ttft(DEP, 0) == pytest.approx(0.4, abs=1e-6)
     assert admission.predicted_ttft(DEP, 5) == pytest.approx(0.9, abs=1e-6)
 
@@ -65,7 +83,7 @@ def test_a_fit_that_calls_the_queue_free_is_not_trusted() -> None:
     admission, _ = controller()
     for _ in range(20):
         for depth in (0, 4):
-            admission.observe_ttft(DEP, 0.3, depth=depth)  # noise can hide the queue's cost for a while
+            admission.observe_ttft(DEP, 0.3, ahead=depth)  # noise can hide the queue's cost for a while
     per_place = 0.3 / (2 + 1)  # the average TTFT over one more than the average depth (2)
     assert admission.predicted_ttft(DEP, 10) - admission.predicted_ttft(DEP, 0) == pytest.approx(
         10 * 0.1 * per_place, rel=0.1)  # (the weighted average depth is near 2, not exactly)
@@ -73,7 +91,7 @@ def test_a_fit_that_calls_the_queue_free_is_not_trusted() -> None:
 
 def test_lower_tiers_are_shed_first() -> None:
     admission, _ = controller()
-    admission.observe_ttft(DEP, 0.125, depth=0)
+    calibrate(admission, 0.125)
     # budgets 0.5 / 0.8 / 1.0 s at 0.125 s a place: free fits behind 3, plus behind 5, enterprise behind 7
     assert first_shed_depth(admission, "free") == 4
     assert first_shed_depth(admission, "plus") == 6
@@ -87,30 +105,64 @@ def test_lower_tiers_are_shed_first() -> None:
 def test_nothing_ahead_is_never_shed() -> None:
     """However pessimistic a stale estimate is, an empty deployment admits, so new samples can correct it."""
     admission, _ = controller()
-    admission.observe_ttft(DEP, 30.0, depth=0)
+    admission.observe_ttft(DEP, 30.0, ahead=0)
     assert admission.check(DEP, 0, "free") is None
     assert admission.check(DEP, 1, "free") is not None
 
 
-def test_retry_after_comes_from_the_completion_rate() -> None:
+def test_retry_after_comes_from_the_rate_the_queue_drains() -> None:
+    """The queue admission judges by is the requests waiting for their first token: it drains as the engine starts
+    them, so Retry-After is the excess over the admitted depth at the measured rate of first tokens."""
     admission, clock = controller()
-    admission.observe_ttft(DEP, 0.125, depth=0)
-    for _ in range(20):  # 20 completions in the 10 s window: 2 a second
-        admission.observe_completion(DEP)
+    calibrate(admission, 0.125)
+    clock.now += 60  # those samples' first tokens left the 10 s window
+    assert admission.drain_rate(DEP) is None
+    for ahead in range(20):  # 20 first tokens in the 10 s window: 2 a second (on the same line)
+        admission.observe_ttft(DEP, 0.125 * (ahead % 8 + 1), ahead=ahead % 8)
         clock.now += 0.25
-    assert admission.completion_rate(DEP) == pytest.approx(2.0)
-    # free is admitted behind at most 3; behind 9, six must finish first: 3 s at 2 a second
+    assert admission.drain_rate(DEP) == pytest.approx(2.0)
+    # free is admitted behind at most 3; behind 9, six must start first: 3 s at 2 a second
     assert admission.check(DEP, 9, "free").retry_after_s == pytest.approx(3.0)
     assert admission.check(DEP, 4, "free").retry_after_s == 1.0  # never below one second
-    clock.now += 60  # the window emptied: no rate, so the predicted excess (capped)
-    assert admission.completion_rate(DEP) is None
+    clock.now += 60  # the window emptied, and the estimate went stale with it: nothing is shed on it
+    assert admission.drain_rate(DEP) is None and admission.check(DEP, 9, "free") is None
+
+
+def test_retry_after_without_a_measured_rate_is_the_predicted_excess() -> None:
+    admission, clock = controller(rate_window_s=1.0, stale_after_s=100.0)
+    calibrate(admission, 0.125)
+    clock.now += 2  # no first token in the rate window, but the estimate is still current
+    assert admission.drain_rate(DEP) is None
     assert admission.check(DEP, 9, "free").retry_after_s == 1.0  # 0.75 s over budget, floored at 1
     assert admission.check(DEP, 1000, "free").retry_after_s == 30.0  # capped
 
 
+def test_an_estimate_without_fresh_samples_sheds_nothing() -> None:
+    """Right after an overload the fit and its correction still describe it; an engine under load starts requests
+    every few milliseconds, so a second without a first token means that load has passed: admit, and learn anew."""
+    admission, clock = controller(min_error_samples=10)
+    for _ in range(3):
+        for ahead in range(8):  # an overload: 0.5 s a place, and every request 3× later than predicted
+            admission.observe_ttft(DEP, 0.5 * (ahead + 1), ahead=ahead, predicted_s=0.5 * (ahead + 1) / 3)
+    assert admission.correction(DEP) == pytest.approx(3.0)
+    assert first_shed_depth(admission, "enterprise") == 1
+    clock.now += 0.9
+    assert first_shed_depth(admission, "enterprise") == 1  # still current
+    clock.now += 0.2  # 1.1 s without a sample: stale
+    assert admission.stale(DEP) and first_shed_depth(admission, "enterprise") is None
+    admission.observe_ttft(DEP, 0.06, ahead=1, predicted_s=1.0)  # the first request admitted after the overload
+    assert admission.correction(DEP) == 1.0  # the overload's ratios went with the quiet spell ...
+    assert admission._load(DEP).fit.samples == 1  # ... and so did its fit
+    for ahead in (0, 1, 0, 1, 0, 1):  # moderate load: 50-60 ms behind at most one other, over 0.6 s
+        clock.now += 0.1
+        admission.observe_ttft(DEP, 0.05 + 0.01 * ahead, ahead=ahead, predicted_s=admission.predicted_ttft(DEP, ahead))
+    assert admission.check(DEP, 8, "enterprise") is None  # 1.7 s after the overload's last sample
+    assert admission.check(DEP, 8, "free") is None
+
+
 def test_off_means_never_shed() -> None:
     admission, _ = controller(enabled=False)
-    admission.observe_ttft(DEP, 10.0, depth=0)
+    admission.observe_ttft(DEP, 10.0, ahead=0)
     assert first_shed_depth(admission, "free") is None
 
 
@@ -145,9 +197,12 @@ def router() -> Router:
 
 
 def load(router: Router, name: str, in_flight: int, ttft_s: float = 0.125) -> Deployment:
+    """`ttft_s` a place ahead, learnt from requests served one after another; then `in_flight` requests admitted
+    that wait for their first token."""
     decision = router.route(name, request_id="r", reserve=True)
-    assert decision.reservation.depth == 0  # nothing was ahead of it
+    assert decision.reservation.ahead == 0  # nothing was ahead of it
     router.finished(decision.reservation, ok=True, ttft_s=ttft_s)
+    calibrate(router.admission, ttft_s, decision.deployment.name)
     for _ in range(in_flight):
         router.reserve(decision.deployment)
     return decision.deployment
@@ -217,7 +272,7 @@ def test_a_reservation_is_taken_with_the_decision_and_given_back_once(router: Ro
     health = router.health[target.name]
     first = router.route("sluice-small", request_id="a", reserve=True)
     second = router.route("sluice-small", request_id="b", reserve=True)
-    assert health.in_flight == 2 and (first.reservation.depth, second.reservation.depth) == (0, 1)
+    assert health.in_flight == 2 and (first.reservation.ahead, second.reservation.ahead) == (0, 1)
     assert router.route("sluice-small", request_id="c").reservation is None and health.in_flight == 2  # a peek
     assert first.reservation.release() and not first.reservation.release()
     router.finished(first.reservation, ok=True, ttft_s=0.1)  # already released: counts the outcome, not the place
@@ -230,26 +285,54 @@ def test_the_prediction_is_corrected_to_the_quantile_of_its_errors() -> None:
     """Admitting on the average would let about half the requests admitted at the budget miss it: the prediction is
     scaled by the 90th percentile of recent actual / predicted ratios, once there are enough of them."""
     admission, _ = controller(min_error_samples=10, error_window=20)
-    admission.observe_ttft(DEP, 0.125, depth=0)
+    calibrate(admission, 0.125)
     assert first_shed_depth(admission, None) == 8 and admission.correction(DEP) == 1.0
     for depth in range(9):  # each took 0.125 s a place (the average holds) but twice what was predicted for it
-        admission.observe_ttft(DEP, 0.125 * (depth + 1), depth=depth, predicted_s=0.0625 * (depth + 1))
+        admission.observe_ttft(DEP, 0.125 * (depth + 1), ahead=depth, predicted_s=0.0625 * (depth + 1))
     assert admission.correction(DEP) == 1.0  # 9 ratios: not enough yet
-    admission.observe_ttft(DEP, 0.125, depth=0, predicted_s=0.0625)
+    admission.observe_ttft(DEP, 0.125, ahead=0, predicted_s=0.0625)
     assert admission.predicted_ttft(DEP, 3) == pytest.approx(0.5)  # the average itself is unchanged
     assert admission.correction(DEP) == pytest.approx(2.0)
     assert first_shed_depth(admission, None) == 4  # 0.125 × 2 a place: a 1 s budget fits behind 3
     assert admission.check(DEP, 4, None).predicted_ttft_s == pytest.approx(1.25)
     for ratio in range(1, 21):  # the window keeps the last 20: ratios 0.1 .. 2.0, their 90th percentile is 1.8
-        admission.observe_ttft(DEP, 0.125, depth=0, predicted_s=0.125 / (ratio / 10))
+        admission.observe_ttft(DEP, 0.125, ahead=0, predicted_s=0.125 / (ratio / 10))
     assert admission.correction(DEP) == pytest.approx(1.8)
 
 
-def test_reported_ttft_feeds_admission_once_with_the_prediction_made_at_admission(router: Router) -> None:
+def test_the_engines_first_token_feeds_admission_and_the_clients_feeds_brownout(router: Router) -> None:
+    """Admission control learns what the queue costs: the time from admission to the engine's first token. What the
+    output guard adds before the client sees it cannot be won back by shedding, so it only feeds brownout."""
     load(router, "sluice-small", in_flight=0)  # 0.125 s a place
+    fit = router.admission._load("small-v1").fit
+    samples, mean_y = fit.samples, fit.mean_y
     decision = router.route("sluice-small", request_id="r", reserve=True)
     assert decision.reservation.predicted_s == pytest.approx(0.125)
-    decision.reservation.first_token(0.5)  # the client saw its first token after 0.5 s
-    router.finished(decision.reservation, ok=True, ttft_s=0.1)  # the engine's own, later measure: ignored
-    assert router.admission.predicted_ttft("small-v1", 0) == pytest.approx(0.8 * 0.125 + 0.2 * 0.5)
-    assert list(router.admission._load("small-v1").errors) == [pytest.approx(4.0)]
+    health = router.health["small-v1"]
+    assert health.waiting == 1
+    router.clock.now += 0.25
+    decision.reservation.start()  # the engine's first token, 0.25 s after admission
+    assert health.waiting == 0 and health.in_flight == 1
+    assert fit.samples == samples + 1 and fit.mean_y == pytest.approx(0.8 * mean_y + 0.2 * 0.25)
+    assert [ratio for _, ratio in router.admission._load("small-v1").errors] == [pytest.approx(2.0)]
+    decision.reservation.first_token(3.0)  # the client saw it after 3 s (the output guard held it)
+    router.finished(decision.reservation, ok=True, ttft_s=0.1)  # the generator's own, later measure: ignored
+    assert fit.samples == samples + 1
+    assert [ttft for _, ttft in health.ttfts][-1] == 3.0  # brownout judges what the client saw
+    assert health.in_flight == 0 and health.waiting == 0
+
+
+def test_a_request_that_ends_without_a_first_token_stops_waiting_once(router: Router) -> None:
+    target = load(router, "sluice-small", in_flight=0)
+    health = router.health[target.name]
+    first = router.route("sluice-small", request_id="a", reserve=True)
+    second = router.route("sluice-small", request_id="b", reserve=True)
+    assert (health.in_flight, health.waiting) == (2, 2)
+    assert first.reservation.release() and not first.reservation.release()
+    first.reservation.start()  # too late: it already ended; nothing is learnt and nothing counted twice
+    assert (health.in_flight, health.waiting) == (1, 1)
+    second.reservation.start()
+    second.reservation.start()
+    assert (health.in_flight, health.waiting) == (1, 0)
+    router.finished(second.reservation, ok=True)
+    assert (health.in_flight, health.waiting) == (0, 0)

@@ -151,7 +151,8 @@ def test_a_failure_before_the_first_token_moves_the_reservation_to_the_fallback(
 
 def test_a_burst_beyond_the_admitted_depth_gets_503_overloaded_for_the_excess(generator: Generator) -> None:
     router = generator.router
-    router.admission.observe_ttft("large-v1", 0.05, depth=0)  # 50 ms a place: the 500 ms SLO fits 10 in flight
+    for ahead in range(8):  # 50 ms a place: the 500 ms SLO fits 10 waiting for their first token
+        router.admission.observe_ttft("large-v1", 0.05 * (ahead + 1), ahead=ahead)
     generator.llm.gate.clear()
 
     async def one() -> str:
