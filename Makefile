@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
 
-.PHONY: run test lint protos repo clean help bench bench-quick bench-venv vllm-venv promtool
+.PHONY: run test lint protos kernels repo clean help bench bench-quick bench-venv vllm-venv promtool
 
 help:
 	@echo "make run    start the whole stack on embedded defaults (Ctrl-C stops it)"
@@ -26,10 +26,19 @@ $(GEN): $(PROTOS) $(STAMP)
 
 protos: $(GEN)
 
+# The engine's native kernels (engine/kernels/*.cpp), compiled for this machine with g++ against the installed torch.
+KERNELS := build/kernels/.stamp
+
+$(KERNELS): engine/kernels/paged_attention.cpp engine/kernels/build.py $(STAMP)
+	$(BIN)/python -m engine.kernels.build
+	touch $@
+
+kernels: $(KERNELS)
+
 repo: $(GEN)
 	$(BIN)/sluice repo render
 
-run: $(GEN)
+run: $(GEN) $(KERNELS)
 	$(BIN)/sluice up
 
 # promtool checks and unit-tests the alert rules in observability/. It comes from Debian's `prometheus` package,
@@ -44,7 +53,7 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
-test: $(GEN) $(PROMTOOL)
+test: $(GEN) $(KERNELS) $(PROMTOOL)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

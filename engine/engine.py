@@ -39,6 +39,7 @@ class EngineConfig:
     max_seq_len: int | None = None  # default: the model's max_position_embeddings
     enable_prefix_caching: bool = True
     cache_salt: str = ""  # mixed into block hashes (model identity; tenants add their own)
+    native_kernels: bool = True  # use engine/kernels where built and applicable (else the PyTorch fallback)
 
 
 @dataclass(slots=True)
@@ -79,7 +80,8 @@ class Engine:
             model, config.block_size, dtype))
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
-        self.runner = ModelRunner(model, KVPool.allocate(model, num_blocks, config.block_size, dtype, device))
+        self.runner = ModelRunner(model, KVPool.allocate(model, num_blocks, config.block_size, dtype, device),
+                                  native_kernels=config.native_kernels)
         self._salt = config.cache_salt.encode()
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._live: dict[str, Sequence] = {}

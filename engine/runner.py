@@ -1,18 +1,28 @@
 """The model runner: one forward pass over all scheduled tokens of all sequences, reading and writing K/V through
 block tables into one preallocated paged pool.
 
-Token-wise work (embeddings, projections, MLP) runs on the flattened [T, D] batch with no padding. Attention is the
-only per-sequence part: sequences computing one token (decodes) are batched together over their gathered context;
-sequences computing several (prefill chunks) attend with a causal mask offset by what is already cached.
+Token-wise work (embeddings, projections, MLP) runs on the flattened [T, D] batch with no padding, with the
+projections that read the same input fused into one matmul (q/k/v, gate/up) and RoPE applied to q and k together from
+a precomputed table. Attention is the only per-sequence part:
+
+- sequences computing one token (decodes) attend straight out of the pool through their block tables with the native
+  paged-attention kernel (engine/kernels), all in one call per layer; where the kernel is not available (not built,
+  not fp32 on CPU) they are bucketed by context length and attended over their gathered contexts instead;
+- sequences computing several (prefill chunks) attend with a causal mask offset by what is already cached; a chunk
+  with nothing cached attends over its own keys and values without reading the pool back.
+
+In the last layer only the rows whose logits are sampled go on past attention (o_proj, MLP, norm, lm_head).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from engine import kernels
 from engine.model import Llama, rotate_half
 from engine.scheduler import ScheduledBatch
 
@@ -42,12 +52,21 @@ class KVPool:
 
 @dataclass(slots=True)
 class DecodeGroup:
-    """Decoding sequences of similar context length, attended together over their gathered contexts."""
+    """Decoding sequences of similar context length, attended together over their gathered contexts (fallback)."""
 
     rows: torch.Tensor  # [Bg] token rows
     context: torch.Tensor  # [Bg * Lg] slots of their contexts, padded with slot 0
     length: int  # Lg, the longest context in the group
     mask: torch.Tensor | None  # [Bg, 1, 1, Lg] True where the slot is real; None when no padding
+
+
+@dataclass(slots=True)
+class PagedDecode:
+    """Every decoding sequence of the step, for the paged-attention kernel."""
+
+    rows: torch.Tensor  # [B] int64 token rows
+    block_tables: torch.Tensor  # [B, W] int32, padded with block 0
+    context_lens: torch.Tensor  # [B] int32, the new token included
 
 
 # A decode group's longest context may be at most this much longer than its shortest: bounds the padding the
@@ -67,10 +86,7 @@ def _decode_groups(rows: list[int], tables: list[list[int]], lengths: list[int],
     groups = []
     for bucket in buckets:
         longest = max(lengths[i] for i in bucket)
-        widest = max(len(tables[i]) for i in bucket)
-        table = torch.zeros((len(bucket), widest), dtype=torch.long)
-        for j, i in enumerate(bucket):
-            table[j, :len(tables[i])] = torch.tensor(tables[i], dtype=torch.long)
+        table = _padded_tables([tables[i] for i in bucket], torch.long)
         pos = torch.arange(longest)
         context = table[:, pos // block_size] * block_size + pos % block_size  # [Bg, Lg]
         real = pos[None, :] < torch.tensor([lengths[i] for i in bucket], dtype=torch.long)[:, None]
@@ -83,108 +99,181 @@ def _decode_groups(rows: list[int], tables: list[list[int]], lengths: list[int],
     return groups
 
 
+def _padded_tables(tables: list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+    width = max(len(t) for t in tables)
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=dtype)
+
+
+@dataclass(slots=True)
+class Prefill:
+    first_row: int
+    num_rows: int
+    cached: int  # context tokens before this chunk, read back from the pool
+    context: torch.Tensor | None  # [cached + num_rows] slots; None when nothing is cached
+
+
 @dataclass(slots=True)
 class AttentionPlan:
     """How one step's flattened tokens map onto sequences and KV slots."""
 
     slots: torch.Tensor  # [T] where each new token's K/V is written
     positions: torch.Tensor  # [T]
-    decode_groups: list[DecodeGroup]  # single-token sequences, bucketed by context length
-    prefills: list[tuple[int, int, torch.Tensor]]  # (first row, number of rows, context slots) per multi-token seq
+    paged: PagedDecode | None  # decodes for the kernel
+    decode_groups: list[DecodeGroup]  # decodes for the fallback path, bucketed by context length
+    prefills: list[Prefill]  # multi-token sequences
     sample_rows: torch.Tensor  # [S] rows whose logits are sampled (the last token of sequences that reached the end)
 
 
-def plan_attention(batch: ScheduledBatch, block_tables: list[list[int]], block_size: int,
-                   device: torch.device) -> tuple[list[int], AttentionPlan]:
+def plan_attention(batch: ScheduledBatch, block_tables: list[list[int]], block_size: int, device: torch.device,
+                   paged_kernel: bool = False) -> tuple[list[int], AttentionPlan]:
     token_ids: list[int] = []
-    slots: list[torch.Tensor] = []
-    positions: list[torch.Tensor] = []
+    slots: list[int] = []
+    positions: list[int] = []
     decode_rows: list[int] = []
     decode_tables: list[list[int]] = []
     decode_lengths: list[int] = []
-    prefills: list[tuple[int, int, torch.Tensor]] = []
+    prefills: list[Prefill] = []
     sample_rows: list[int] = []
     for seq, n, table in zip(batch.seqs, batch.num_tokens, block_tables, strict=True):
         start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
         row = len(token_ids)
-        token_ids.extend(seq.all_token_ids[start:end])
-        pos = torch.arange(start, end)
-        slots.append(torch.tensor(table, dtype=torch.long)[pos // block_size] * block_size + pos % block_size)
-        positions.append(pos)
         if n == 1:
+            token_ids.append(seq.output_ids[start - len(seq.prompt_ids)] if start >= len(seq.prompt_ids)
+                             else seq.prompt_ids[start])
+            slots.append(table[start // block_size] * block_size + start % block_size)
+            positions.append(start)
             decode_rows.append(row)
             decode_tables.append(table)
             decode_lengths.append(end)
         else:
-            context = torch.arange(end)
-            context_slots = torch.tensor(table, dtype=torch.long)[context // block_size] * block_size
-            prefills.append((row, n, (context_slots + context % block_size).to(device)))
+            token_ids.extend(seq.all_token_ids[start:end])
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, end))
+            positions.extend(range(start, end))
+            context = None
+            if start:
+                context = torch.tensor([table[p // block_size] * block_size + p % block_size for p in range(end)],
+                                       dtype=torch.long, device=device)
+            prefills.append(Prefill(row, n, start, context))
         if end == seq.num_tokens:
             sample_rows.append(row + n - 1)
+    paged, groups = None, []
+    if decode_rows and paged_kernel:
+        paged = PagedDecode(rows=torch.tensor(decode_rows, dtype=torch.long),
+                            block_tables=_padded_tables(decode_tables, torch.int32),
+                            context_lens=torch.tensor(decode_lengths, dtype=torch.int32))
+    elif decode_rows:
+        groups = _decode_groups(decode_rows, decode_tables, decode_lengths, block_size, device)
     plan = AttentionPlan(
-        slots=torch.cat(slots).to(device) if slots else torch.empty(0, dtype=torch.long, device=device),
-        positions=torch.cat(positions).to(device) if positions else torch.empty(0, dtype=torch.long, device=device),
-        decode_groups=_decode_groups(decode_rows, decode_tables, decode_lengths, block_size, device),
-        prefills=prefills,
+        slots=torch.tensor(slots, dtype=torch.long, device=device),
+        positions=torch.tensor(positions, dtype=torch.long, device=device),
+        paged=paged, decode_groups=groups, prefills=prefills,
         sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device))
     return token_ids, plan
 
 
+@dataclass(slots=True)
+class FusedLayer:
+    """One decoder layer's weights, with the projections of a shared input concatenated."""
+
+    input_norm: torch.Tensor  # [D]
+    qkv: torch.Tensor  # [(H + 2 KV) Dh, D]
+    o: torch.Tensor  # [D, H Dh]
+    post_norm: torch.Tensor  # [D]
+    gate_up: torch.Tensor  # [2 I, D]
+    down: torch.Tensor  # [D, I]
+
+
+def fuse_layers(model: Llama) -> list[FusedLayer]:
+    layers = []
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        layers.append(FusedLayer(
+            input_norm=layer.input_layernorm.weight.detach(),
+            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().contiguous(),
+            o=attn.o_proj.weight.detach(),
+            post_norm=layer.post_attention_layernorm.weight.detach(),
+            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().contiguous(),
+            down=mlp.down_proj.weight.detach()))
+    return layers
+
+
 class ModelRunner:
-    def __init__(self, model: Llama, pool: KVPool) -> None:
+    def __init__(self, model: Llama, pool: KVPool, native_kernels: bool = True) -> None:
         self.model = model
         self.pool = pool
         self.device = model.model.embed_tokens.weight.device
         self.dtype = model.model.embed_tokens.weight.dtype
         a = model.args
         self.n_heads, self.n_kv, self.head_dim = a.num_attention_heads, a.num_key_value_heads, a.head_dim
+        self.hidden, self.intermediate, self.eps = a.hidden_size, a.intermediate_size, a.rms_norm_eps
+        self.scale = 1.0 / math.sqrt(a.head_dim)
+        self.layers = fuse_layers(model)
+        positions = torch.arange(a.max_position_embeddings, dtype=torch.float32)
+        freqs = positions[:, None] * model.inv_freq[None, :]  # [P, Dh/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :].to(self.device)  # [P, 1, Dh]
+        self.rope_cos, self.rope_sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+        probe = torch.empty(0, dtype=self.dtype, device=self.device)
+        self.paged_kernel = native_kernels and kernels.paged_decode_available(probe, pool.k[0])
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, block_tables: list[list[int]]) -> torch.Tensor:
         """Runs the step; returns float32 logits [S, V] for the sequences that sample a token this step, in batch
         order."""
-        token_ids, plan = plan_attention(batch, block_tables, self.pool.block_size, self.device)
+        token_ids, plan = plan_attention(batch, block_tables, self.pool.block_size, self.device, self.paged_kernel)
         model = self.model
-        x = model.model.embed_tokens(torch.tensor(token_ids, dtype=torch.long, device=self.device))  # [T, D]
-        freqs = plan.positions.to(torch.float32)[:, None] * model.inv_freq.to(self.device)[None, :]  # [T, Dh/2]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [T, 1, Dh]
-        cos, sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
-        for i, layer in enumerate(model.model.layers):
-            x = x + self._attention(layer.self_attn, layer.input_layernorm(x), cos, sin, plan, i)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        last = model.model.norm(x[plan.sample_rows])  # [S, D]
-        return model.lm_head(last).float()  # [S, V]
+        x = F.embedding(torch.tensor(token_ids, dtype=torch.long, device=self.device),
+                        model.model.embed_tokens.weight)  # [T, D]
+        cos, sin = self.rope_cos[plan.positions], self.rope_sin[plan.positions]  # [T, 1, Dh]
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            attended = self._attention(layer, F.rms_norm(x, (self.hidden,), layer.input_norm, self.eps), cos, sin,
+                                       plan, i)
+            if i == last:  # only the sampled rows matter past this layer's attention
+                x, attended = x[plan.sample_rows], attended[plan.sample_rows]
+            x = x + F.linear(attended, layer.o)
+            gate, up = F.linear(F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps),
+                                layer.gate_up).split(self.intermediate, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        last_hidden = F.rms_norm(x, (self.hidden,), model.model.norm.weight, self.eps)  # [S, D]
+        return F.linear(last_hidden, model.lm_head.weight).float()  # [S, V]
 
-    def _attention(self, attn: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   plan: AttentionPlan, layer: int) -> torch.Tensor:
-        t = x.shape[0]
-        q = attn.q_proj(x).view(t, self.n_heads, self.head_dim)  # [T, H, Dh]
-        k = attn.k_proj(x).view(t, self.n_kv, self.head_dim)  # [T, KV, Dh]
-        v = attn.v_proj(x).view(t, self.n_kv, self.head_dim)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k_cache, v_cache = self.pool.k[layer], self.pool.v[layer]
-        k_cache[plan.slots] = k.to(k_cache.dtype)
-        v_cache[plan.slots] = v.to(v_cache.dtype)
-        out = torch.empty_like(q)  # [T, H, Dh]
+    def _attention(self, layer: FusedLayer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   plan: AttentionPlan, index: int) -> torch.Tensor:
+        """Returns the attention output before o_proj, [T, H * Dh]."""
+        t, h, kv, dh = x.shape[0], self.n_heads, self.n_kv, self.head_dim
+        qkv = F.linear(x, layer.qkv)  # [T, (H + 2 KV) Dh]
+        qk = qkv[:, :(h + kv) * dh].view(t, h + kv, dh)
+        qk = qk * cos + rotate_half(qk) * sin  # RoPE on q and k at once
+        q, k = qk[:, :h], qk[:, h:]  # [T, H, Dh], [T, KV, Dh]
+        v = qkv[:, (h + kv) * dh:].view(t, kv, dh)
+        k_cache, v_cache = self.pool.k[index], self.pool.v[index]
+        k_cache.index_copy_(0, plan.slots, k.to(k_cache.dtype))
+        v_cache.index_copy_(0, plan.slots, v.to(v_cache.dtype))
+        out = torch.empty((t, h, dh), dtype=q.dtype, device=q.device)
+        if plan.paged is not None:
+            p = plan.paged
+            torch.ops.sluice.paged_decode_attention(q, k_cache, v_cache, p.block_tables, p.context_lens, p.rows, out,
+                                                    self.pool.block_size, self.scale)
         for group in plan.decode_groups:
             b = group.rows.numel()
             qd = q[group.rows][:, :, None, :]  # [Bg, H, 1, Dh]
-            shape = (b, group.length, self.n_kv, self.head_dim)
+            shape = (b, group.length, kv, dh)
             kd = k_cache.index_select(0, group.context).view(shape).to(q.dtype).transpose(1, 2)  # [Bg, KV, L, Dh]
             vd = v_cache.index_select(0, group.context).view(shape).to(q.dtype).transpose(1, 2)
             od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=group.mask, enable_gqa=True)
             out[group.rows] = od[:, :, 0, :]
-        for row, n, context in plan.prefills:
-            qp = q[row:row + n].transpose(0, 1)[None]  # [1, H, n, Dh]
-            kp = k_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]  # [1, KV, L, Dh]
-            vp = v_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]
-            cached = context.numel() - n
-            if cached == 0:
+        for prefill in plan.prefills:
+            rows = slice(prefill.first_row, prefill.first_row + prefill.num_rows)
+            qp = q[rows].transpose(0, 1)[None]  # [1, H, n, Dh]
+            if prefill.context is None:  # nothing cached: this chunk's own keys and values are the whole context
+                kp, vp = k[rows].transpose(0, 1)[None], v[rows].transpose(0, 1)[None]  # [1, KV, n, Dh]
                 op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)
             else:
-                q_pos = torch.arange(cached, cached + n, device=x.device)[:, None]
+                context = prefill.context
+                kp = k_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]  # [1, KV, L, Dh]
+                vp = v_cache.index_select(0, context).to(q.dtype).transpose(0, 1)[None]
+                q_pos = torch.arange(prefill.cached, prefill.cached + prefill.num_rows, device=x.device)[:, None]
                 mask = torch.arange(context.numel(), device=x.device)[None, :] <= q_pos  # [n, L]
                 op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, enable_gqa=True)
-            out[row:row + n] = op[0].transpose(0, 1)
-        return attn.o_proj(out.reshape(t, self.n_heads * self.head_dim))
+            out[rows] = op[0].transpose(0, 1)
+        return out.view(t, h * dh)
