@@ -28,6 +28,7 @@ from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
 from services.orchestrator.lifecycle import RequestLifecycle
+from services.orchestrator.model_list import visible_model, visible_models
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
 from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
@@ -115,23 +116,21 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
 
     async def ListModels(self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         await _send_headers(context, request_id_of(context))
-        models = [entry.as_openai() for entry in self.catalog.list()]
-        if self.embeddings is not None:
-            models.append(embedding_model_card())
+        models = visible_models(self.catalog, current_principal.get(), self._extra_models())
         return _json_body({"object": "list", "data": models})
+
+    def _extra_models(self) -> list[dict[str, Any]]:
+        return [embedding_model_card()] if self.embeddings is not None else []
 
     async def RetrieveModel(self, request: openai_pb2.RetrieveModelRequest,
                             context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         request_id = request_id_of(context)
-        if self.embeddings is not None and request.model == EMBEDDING_MODEL:
-            await _send_headers(context, request_id)
-            return _json_body(embedding_model_card())
         try:
-            entry = self.catalog.get(request.model)
+            card = visible_model(self.catalog, current_principal.get(), request.model, self._extra_models())
         except ApiError as error:
             return await error_response(context, request_id, error)
         await _send_headers(context, request_id)
-        return _json_body(entry.as_openai())
+        return _json_body(card)
 
     async def ChatCompletions(self, request: httpbody_pb2.HttpBody,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
