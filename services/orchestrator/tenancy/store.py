@@ -111,18 +111,18 @@ class TenantStore:
     # -- keys ------------------------------------------------------------------------------------------------------
     def create_key(self, tenant: str, *, tier: str | None = None, name: str = "", user: str | None = None,
                    limits: Limits = NO_OVERRIDES, actor: str = "cli") -> CreatedKey:
-        """Creates the tenant if needed (on `tier`, else the default tier) and a key for it. A `tier` given for an
-        existing tenant moves the tenant to that tier."""
+        """Creates the tenant if needed (on `tier`, else the default tier) and a key for it. A key never changes
+        an existing tenant's tier: a different `tier` raises TenancyError naming `sluice tenants set`."""
         for field, value in (("rpm", limits.rpm), ("tpm", limits.tpm), ("max_concurrent", limits.max_concurrent),
                              ("tokens_per_day", limits.tokens_per_day)):
             if value is not None and value <= 0:
                 raise TenancyError(f"{field} must be positive")
         with self._sessions.begin() as session:
             row, created = self._ensure_tenant(session, tenant, tier, actor)
-            if tier is not None and row.tier != tier:
-                self.tiers.get(tier)
-                row.tier = tier
-                session.add(audit.AuditEvent(audit.TENANT_UPDATED, actor, tenant, details={"tier": tier}).row())
+            if tier is not None and row.tier != tier:  # every key of the tenant would silently change tier
+                raise TenancyError(f"tenant {tenant!r} is on the {row.tier} tier, not {tier}; a new key does not "
+                                   f"change it. To move the whole tenant, run: sluice tenants set {tenant} "
+                                   f"--tier {tier}")
             user_id = self._user_id(session, tenant, user) if user else None
             new = generate_key()
             key = ApiKeyRow(id=new.id, tenant_id=tenant, user_id=user_id, name=name, prefix=new.prefix,
