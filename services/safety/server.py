@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.safety.checker import check_messages
 from services.safety.classifier_client import Classifier, ClassifierUnavailable, TritonClassifier
-from services.safety.policy import PolicyStore, PolicyUnavailable, SafetyPolicy
+from services.safety.policy import PolicyStore, PolicyUnavailable, SafetyPolicy, policy_to_dict
 from services.safety.policy_db import store_for_url
 from services.safety.stream_guard import GuardDecision, StreamGuard
 from services.safety.verdict import category_proto, span_proto
+from services.safety.window_check import WindowCheck
 from services.safety.work_limits import TenantBusy, TenantGate, max_check_chars, tenant_concurrency
 
 log = logging.getLogger("sluice.safety")
@@ -93,6 +95,10 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         request_id = ""
         try:
             async for chunk in request_iterator:
+                if guard is None and chunk.windowed:
+                    async for decision in self._windowed(chunk, request_iterator, context):
+                        yield decision
+                    return
                 if guard is None:
                     request_id = chunk.request_id
                     guard = StreamGuard(self.classifier, await self._policy(chunk.policy_id, request_id, context))
@@ -110,6 +116,29 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         except ClassifierUnavailable as exc:
             log.warning("request %s: classifier unavailable: %s", request_id, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+
+    async def _windowed(self, first: safety_pb2.OutputChunk, rest: AsyncIterator[safety_pb2.OutputChunk],
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[safety_pb2.OutputDecision]:
+        """Windowed mode: the policy first, then one classifier verdict per window of released text."""
+        request_id = first.request_id
+        policy = await self._policy(first.policy_id, request_id, context)
+        yield safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW,
+                                        policy_json=json.dumps(policy_to_dict(policy)))
+        check = WindowCheck(self.classifier, policy)
+        try:
+            async for chunk in rest:
+                decision = await check.check(chunk.text)
+                if check.stopped:
+                    categories = [c.category for c in decision.categories]
+                    record_safety("output", "stop", categories)
+                    log.info("request %s: output stopped (%s)", request_id, ",".join(categories))
+                    yield _decision_proto(decision)
+                    return
+                yield _decision_proto(decision)
+        except ClassifierUnavailable as exc:
+            log.warning("request %s: classifier unavailable: %s", request_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+        yield safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW, final=True)
 
 
 async def create_server(settings: Settings, address: str | None = None, classifier: Classifier | None = None,

@@ -133,15 +133,20 @@ class StreamGuard:
         return GuardDecision(Action.REDACT if redactable else Action.ALLOW, text, shifted)
 
     async def _unsafe(self, window: str) -> list[CategoryResult]:
-        """The blocking categories the classifier finds in `window` (none when it is not configured)."""
-        scored = await classify(self.classifier, [window], self.policy)
-        if scored is None:
-            return []
-        results, _ = judge(self.policy, {c: scored[0][c] for c in CLASSIFIER_CATEGORIES})
-        return [r for r in results if r.triggered and self.policy.action(r.category) is PolicyAction.BLOCK]
+        return await blocking_categories(self.classifier, self.policy, window)
 
     def _stop(self, categories: list[CategoryResult], findings: list[Finding]) -> GuardDecision:
         self.stopped = True
         self._pending = ""
         shifted = [Finding(f.start + self._offset, f.end + self._offset, f.category, f.detector) for f in findings]
         return GuardDecision(Action.STOP, "", shifted, categories, final=True)
+
+
+async def blocking_categories(classifier: Classifier, policy: SafetyPolicy, text: str) -> list[CategoryResult]:
+    """The categories the classifier finds in `text` whose policy action is BLOCK (none when the classifier is
+    unavailable and the policy allows rules-only checks; ClassifierUnavailable when it does not)."""
+    scored = await classify(classifier, [text], policy)
+    if scored is None:
+        return []
+    results, _ = judge(policy, {c: scored[0][c] for c in CLASSIFIER_CATEGORIES})
+    return [r for r in results if r.triggered and policy.action(r.category) is PolicyAction.BLOCK]

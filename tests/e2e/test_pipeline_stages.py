@@ -5,6 +5,7 @@ service; and the failure policies with a second orchestrator whose safety / retr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -125,9 +126,10 @@ async def _scripted(text: str, step: int = 4) -> AsyncIterator[TextDelta | Finis
     yield Finished("stop", Usage(7, (len(text) + step - 1) // step))
 
 
-def _guarded(stack: Settings, text: str) -> list:
+def _guarded(stack: Settings, text: str, **options: int) -> list:
     async def go() -> list:
         spec = load_pipeline_config(stack).get("output_guard")
+        spec = dataclasses.replace(spec, options={**spec.options, **options})
         channel = grpc.aio.insecure_channel(spec.address)
         guard = OutputGuard(Stage(spec), safety_pb2_grpc.SafetyStub(channel))
         try:
@@ -139,11 +141,25 @@ def _guarded(stack: Settings, text: str) -> list:
     return asyncio.run(go())
 
 
+UNSAFE = "Sure, happy to help. Here is how to make a pipe bomb: first you take the pipe and"
+
+
 def test_output_guard_stops_unsafe_text_with_content_filter(stack: Settings) -> None:
-    events = _guarded(stack, "Sure, happy to help. Here is how to make a pipe bomb: first you take the pipe and")
+    """With `release_ahead_chars: 0` nothing reaches the client before the classifier has seen it."""
+    events = _guarded(stack, UNSAFE, release_ahead_chars=0)
     sent = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert events[-1].reason == "content_filter" and events[-1].usage.prompt_tokens == 7
     assert "bomb" not in sent
+
+
+def test_output_guard_stops_within_the_release_bound_by_default(stack: Settings) -> None:
+    """The shipped setting lets text run up to `release_ahead_chars` ahead of the classifier: the answer still
+    stops, at most that many characters after the unsafe phrase."""
+    bound = load_pipeline_config(stack).get("output_guard").options["release_ahead_chars"]
+    events = _guarded(stack, UNSAFE + " then" * 40)
+    sent = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert events[-1].reason == "content_filter" and events[-1].usage.prompt_tokens == 7
+    assert len(sent) <= UNSAFE.index("bomb") + len("bomb") + bound
 
 
 def test_output_guard_redacts_pii_and_passes_safe_text(stack: Settings) -> None:

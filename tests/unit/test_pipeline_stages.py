@@ -4,6 +4,7 @@ circuit breakers, and each stage against fake gRPC stubs."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from services.orchestrator.pipeline.config import (
     load_pipeline_config,
     parse_pipeline_config,
 )
-from services.orchestrator.pipeline.input_guard import InputGuard
+from services.orchestrator.pipeline.input_guard import InputGuard, policy_id_for
 from services.orchestrator.pipeline.output_guard import OutputGuard
 from services.orchestrator.pipeline.pipeline import ChatPipeline
 from services.orchestrator.pipeline.retrieve import RetrieveStage, fit_budget, search_query
@@ -158,14 +159,23 @@ def test_rpc_errors_count_as_stage_failures() -> None:
 # --- input guard -----------------------------------------------------------------------------------------------------
 
 class FakeSafety:
-    def __init__(self, verdict: safety_pb2.Verdict | None = None, decisions: list | None = None,
-                 per_text: dict[str, safety_pb2.Verdict] | None = None, fail: bool = False) -> None:
+    """CheckInput answers from `verdict` / `per_text`; CheckOutput speaks the windowed protocol: the policy
+    (`policy`) first, then one verdict per window — STOP when the classifier would see `stop_on` in the text so
+    far — each after `verdict_delay_s`."""
+
+    def __init__(self, verdict: safety_pb2.Verdict | None = None, per_text: dict[str, safety_pb2.Verdict] | None = None,
+                 fail: bool = False, policy: dict | None = None, stop_on: str | None = None,
+                 verdict_delay_s: float = 0.0) -> None:
         self.verdict = verdict
-        self.decisions = decisions or []
         self.per_text = per_text or {}
         self.fail = fail
+        self.policy = policy or {}
+        self.stop_on = stop_on
+        self.verdict_delay_s = verdict_delay_s
         self.inputs: list[safety_pb2.CheckInputRequest] = []
-        self.chunks: list[str] = []
+        self.opening: safety_pb2.OutputChunk | None = None
+        self.chunks: list[str] = []  # the windows sent for classification
+        self.answered = 0  # characters with a verdict sent back
 
     async def _input(self, request: safety_pb2.CheckInputRequest) -> safety_pb2.Verdict:
         self.inputs.append(request)
@@ -186,19 +196,36 @@ class FakeOutputCall:
     def __init__(self, safety: FakeSafety) -> None:
         self.safety = safety
         self.cancelled = False
+        self.answers: asyncio.Queue = asyncio.Queue()
+
+    def _fail(self) -> None:
+        if self.safety.fail:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 
     async def write(self, chunk: safety_pb2.OutputChunk) -> None:
-        if self.safety.fail:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+        self._fail()
+        if self.safety.opening is None:
+            assert chunk.windowed
+            self.safety.opening = chunk
+            self.answers.put_nowait(safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW,
+                                                              policy_json=json.dumps(self.safety.policy)))
+            return
         self.safety.chunks.append(chunk.text)
+        stop = self.safety.stop_on is not None and self.safety.stop_on in "".join(self.safety.chunks)
+        self.answers.put_nowait((len(chunk.text), safety_pb2.OutputDecision(
+            action=safety_pb2.ACTION_STOP if stop else safety_pb2.ACTION_ALLOW, final=stop)))
 
     async def done_writing(self) -> None:
-        pass
+        self.answers.put_nowait(safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW, final=True))
 
     async def read(self) -> safety_pb2.OutputDecision:
-        if self.safety.fail:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
-        return self.safety.decisions.pop(0)
+        self._fail()
+        answer = await self.answers.get()
+        if isinstance(answer, tuple):
+            await asyncio.sleep(self.safety.verdict_delay_s)
+            size, answer = answer
+            self.safety.answered += size
+        return answer
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -342,27 +369,68 @@ def _collect(guard: OutputGuard, events: AsyncIterator, degraded: list[str] | No
     return asyncio.run(go())
 
 
-def _decision(action: int, text: str = "", final: bool = False) -> safety_pb2.OutputDecision:
-    return safety_pb2.OutputDecision(action=action, text=text, final=final)
+def _texts(events: list) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextDelta)]
 
 
-def test_output_guard_redacts_and_flushes_the_held_tail() -> None:
-    safety = FakeSafety(decisions=[_decision(safety_pb2.ACTION_ALLOW, "Mail "),
-                                   _decision(safety_pb2.ACTION_ALLOW, ""),  # held back: may be PII
-                                   _decision(safety_pb2.ACTION_REDACT, "[EMAIL]", final=True)])
-    events = _collect(OutputGuard(Stage(_spec("output_guard")), safety), _events("Mail ", "a@b.co"))
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Mail ", "[EMAIL]"]
-    assert sum(e.token_count for e in events if isinstance(e, TextDelta)) == 2
-    assert events[-1].reason == "stop" and safety.chunks == ["Mail ", "a@b.co"]
+def test_output_guard_redacts_pii_locally_and_releases_text_as_it_arrives() -> None:
+    safety = FakeSafety()
+    events = _collect(OutputGuard(Stage(_spec("output_guard")), safety),
+                      _events("Mail ", "jane.doe@", "gmail.com", " now", " please."))
+    # each finished word goes out with the next token; the e-mail address is held until it can be redacted
+    assert _texts(events) == ["Mail ", "[EMAIL] ", "now ", "please."]
+    assert sum(e.token_count for e in events if isinstance(e, TextDelta)) == 5
+    assert events[-1].reason == "stop"
+    assert "".join(safety.chunks) == "Mail [EMAIL] now please."  # the classifier sees the released text only
+    assert safety.opening.policy_id == policy_id_for("default") and safety.opening.request_id == "r"
+
+
+def test_a_tenants_policy_from_the_safety_service_applies() -> None:
+    kept = FakeSafety(policy={"allow_list": [r"@example\.org$"], "actions": {"pii.phone": "off"}})
+    events = _collect(OutputGuard(Stage(_spec("output_guard")), kept),
+                      _events("Write ", "help@example.org", " or 415-555-0132 ", "today"))
+    assert "".join(_texts(events)) == "Write help@example.org or 415-555-0132 today"
+    denied = FakeSafety(policy={"deny_list": [r"\bproject zephyr\b"]})
+    events = _collect(OutputGuard(Stage(_spec("output_guard")), denied),
+                      _events("About ", "project zephyr", ": it is ", "secret"))
+    assert "zephyr" not in "".join(_texts(events)) and events[-1].reason == "content_filter"
+
+
+def test_text_runs_ahead_of_the_classifier_by_at_most_the_bound() -> None:
+    words = [f"word{i} " for i in range(60)]
+    safety = FakeSafety(verdict_delay_s=0.002)
+    guard = OutputGuard(Stage(_spec("output_guard", release_ahead_chars=24, window_chars=16)), safety)
+
+    async def go() -> tuple[str, int]:
+        released, most_ahead = "", 0
+        async for event in guard.guard(_events(*words), tenant="default", request_id="r", prompt_tokens=lambda: 10,
+                                       degraded=[]):
+            if isinstance(event, TextDelta):
+                released += event.text
+                most_ahead = max(most_ahead, len(released) - safety.answered)
+        return released, most_ahead
+
+    released, most_ahead = asyncio.run(go())
+    assert released == "".join(words)
+    assert 0 < most_ahead <= 24  # it did run ahead, and never further than allowed
+    assert len(safety.chunks) < len(words) / 2  # classified per window, not per token
 
 
 def test_output_guard_stop_ends_with_content_filter() -> None:
-    safety = FakeSafety(decisions=[_decision(safety_pb2.ACTION_ALLOW, "Sure. "),
-                                   _decision(safety_pb2.ACTION_STOP, "", final=True)])
-    events = _collect(OutputGuard(Stage(_spec("output_guard")), safety), _events("Sure. ", "bad", "never sent"))
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Sure. "]
+    safety = FakeSafety(stop_on="bad", verdict_delay_s=0.002)
+    words = ["Sure. ", "bad ", *(f"more{i} " for i in range(40))]
+    events = _collect(OutputGuard(Stage(_spec("output_guard", release_ahead_chars=48)), safety), _events(*words))
     assert events[-1].reason == "content_filter" and events[-1].usage.prompt_tokens == 10
-    assert safety.chunks == ["Sure. ", "bad"]
+    released = "".join(_texts(events))
+    assert released.startswith("Sure. ")
+    assert len(released) <= len("Sure. bad") + 48  # the answer stopped within the bound after the unsafe word
+
+
+def test_with_no_release_ahead_nothing_unclassified_is_released() -> None:
+    safety = FakeSafety(stop_on="bad", verdict_delay_s=0.005)
+    events = _collect(OutputGuard(Stage(_spec("output_guard", release_ahead_chars=0)), safety),
+                      _events("Sure. ", "this ", "is ", "bad ", "news"))
+    assert _texts(events) == ["Sure. ", "this ", "is "] and events[-1].reason == "content_filter"
 
 
 def test_output_guard_down_before_the_first_text_is_503() -> None:

@@ -26,8 +26,10 @@ STAGE_TARGETS = {"input_guard": {"safety"}, "retrieve": {"retrieval"}, "output_g
 STAGE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "input_guard": {},
     "retrieve": {"token_budget": int, "max_top_k": int, "screen_passages": bool},
-    "output_guard": {},
+    # characters released before the classifier's verdict on them (0: none), and the window it classifies
+    "output_guard": {"release_ahead_chars": int, "window_chars": int},
 }
+_ZERO_ALLOWED = {"release_ahead_chars"}
 _STAGE_KEYS = {"stage", "target", "timeout_ms", "failure", "breaker", "options"}
 _BREAKER_KEYS = {"failure_threshold", "cool_down_s"}
 
@@ -167,8 +169,10 @@ def _options(name: str, raw: Any, where: str) -> dict[str, Any]:
         if key not in allowed:
             raise StageConfigError(f"{where}: unknown option {key!r}; known: {sorted(allowed) or 'none'}")
         expected = allowed[key]
-        if (expected is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1)) or \
+        least = 0 if key in _ZERO_ALLOWED else 1
+        if (expected is int and (isinstance(value, bool) or not isinstance(value, int) or value < least)) or \
                 not isinstance(value, expected):
-            raise StageConfigError(f"{where}: option {key!r} must be a positive integer"
+            raise StageConfigError(f"{where}: option {key!r} must be a "
+                                   f"{'positive integer' if least else 'non-negative integer'}"
                                    if expected is int else f"{where}: option {key!r} must be a {expected.__name__}")
     return dict(raw)

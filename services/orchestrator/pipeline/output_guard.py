@@ -1,17 +1,31 @@
-"""The output guard stage: generated text streams through the safety service's CheckOutput (bidirectional) as it is
-produced. Each text delta is sent and answered by one decision whose text is what may be shown now (redacted, or
-empty while a possible PII match is held back — the bounded look-back lives in the safety service); STOP ends the
-answer with finish_reason "content_filter" (what was already sent stays sent). The final decision after the
-half-close flushes the held-back tail. Non-text events (tool calls) pass through unchanged.
+"""The output guard stage: generated text is moderated as it streams, and released token by token.
+
+Two halves, so that a token costs no round trip to another process:
+- Rules, here, per text delta (services/safety/release_gate.py): the tenant's PII redaction and deny list, with the
+  bounded look-back that holds back only what could still become a PII value. The policy comes from the safety
+  service, in answer to the opening message of the CheckOutput stream (sent while the prompt is prefilled).
+- The classifier, in the safety service, per window: released text is sent on the same stream every
+  `window_chars` characters or at a sentence end, without waiting, and the verdicts are read as they come.
+
+The bound on a blocked answer: at most `release_ahead_chars` characters (stage option, default 48) are released
+before the classifier's verdict on them has arrived; when the stream gets that far ahead, release waits for the
+verdict. A STOP verdict ends the answer with finish_reason "content_filter" (what was sent stays sent). With
+`release_ahead_chars: 0` nothing is released before it has been classified (smaller windows, lumpier streams). At
+the end of the answer, every window's verdict is awaited before the held-back tail and the finish go out.
+Non-text events (tool calls) pass through unchanged.
 
 Fail closed: a failure before any text was released raises a 503 ApiError (the facade answers with an HTTP error);
-after that, the same error becomes an SSE error frame. Fail open: the rest of the answer passes unmoderated and the
-stage is reported degraded."""
+after that, the same error becomes an SSE error frame. Fail open: the rest of the answer passes with the rules
+alone (unmoderated if the policy never arrived) and the stage is reported degraded."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
 from typing import Any
 
 import grpc
@@ -21,48 +35,127 @@ from services.common.telemetry import outgoing_metadata
 from services.orchestrator.generate import Finished, TextDelta, Usage
 from services.orchestrator.pipeline.input_guard import policy_id_for
 from services.orchestrator.pipeline.stages import Stage, StageDown
+from services.safety.policy import PolicyError, SafetyPolicy, policy_from_dict
+from services.safety.release_gate import ReleaseGate
 
 log = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"
+DEFAULT_RELEASE_AHEAD_CHARS = 48
+DEFAULT_WINDOW_CHARS = 32
+_SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
-class _Exchange:
-    """One CheckOutput stream, used in lock step: write a chunk, read its decision."""
+@lru_cache(maxsize=256)
+def _policy(policy_id: str, policy_json: str) -> SafetyPolicy:
+    """Policies compile regexes: one copy per distinct policy, not one per answer."""
+    return policy_from_dict(policy_id, json.loads(policy_json) if policy_json else {})
 
-    def __init__(self, stub: safety_pb2_grpc.SafetyStub, stage: Stage, tenant: str, request_id: str) -> None:
+
+class _Windows:
+    """One CheckOutput stream in windowed mode: the policy first, then windows written without waiting for their
+    verdicts, which a reader task collects in order."""
+
+    def __init__(self, stub: safety_pb2_grpc.SafetyStub, stage: Stage, policy_id: str, request_id: str) -> None:
         self.stage = stage
+        self.policy_id = policy_id
         self.call = stub.CheckOutput(metadata=outgoing_metadata())  # traceparent: the output_guard span
-        self.first = True
-        self.tenant = tenant
-        self.request_id = request_id
+        self.opening = asyncio.ensure_future(self.stage.call(lambda: self._open(request_id)))
+        self.reader: asyncio.Task | None = None
+        self.sent = 0        # characters sent for classification
+        self.answered = 0    # characters whose verdict has arrived
+        self._sizes: list[int] = []  # sizes of the windows awaiting a verdict, in order
+        self.stop: safety_pb2.OutputDecision | None = None
+        self.failure: BaseException | None = None
+        self._changed = asyncio.Event()
 
-    async def _read(self) -> safety_pb2.OutputDecision:
+    async def _open(self, request_id: str) -> SafetyPolicy:
+        await self.call.write(safety_pb2.OutputChunk(policy_id=self.policy_id, request_id=request_id, windowed=True))
         decision = await self.call.read()
         if decision is grpc.aio.EOF:
             raise StageDown(self.stage.name, "the safety service ended the stream early")
-        return decision
+        try:
+            return _policy(self.policy_id, decision.policy_json)
+        except (PolicyError, ValueError) as exc:
+            raise StageDown(self.stage.name, f"unusable policy from the safety service: {exc}") from None
 
-    async def send(self, text: str) -> safety_pb2.OutputDecision:
-        chunk = safety_pb2.OutputChunk(text=text)
-        if self.first:
-            chunk.policy_id, chunk.request_id = policy_id_for(self.tenant), self.request_id
-            self.first = False
+    async def policy(self) -> SafetyPolicy:
+        policy = await self.opening
+        if self.reader is None:
+            self.reader = asyncio.ensure_future(self._read_verdicts())
+        return policy
 
-        async def exchange() -> safety_pb2.OutputDecision:
-            await self.call.write(chunk)
-            return await self._read()
+    async def _read_verdicts(self) -> None:
+        try:
+            while True:
+                decision = await self.call.read()
+                if decision is grpc.aio.EOF:
+                    if self._sizes:
+                        raise StageDown(self.stage.name, "the safety service ended the stream early")
+                    return
+                if decision.final and not self._sizes:  # the answer to the half-close
+                    return
+                self.answered += self._sizes.pop(0) if self._sizes else 0
+                if decision.action == safety_pb2.ACTION_STOP:
+                    self.stop = decision
+                    return
+                self._changed.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # kept for whoever looks next (check / answered_up_to)
+            self.failure = exc
+        finally:
+            self._changed.set()
 
-        return await self.stage.call(exchange)
+    async def send(self, text: str) -> None:
+        self._sizes.append(len(text))
+        self.sent += len(text)
+        await self.stage.call(lambda: self.call.write(safety_pb2.OutputChunk(text=text)))
 
-    async def finish(self) -> safety_pb2.OutputDecision:
-        async def flush() -> safety_pb2.OutputDecision:
+    def check(self) -> None:
+        """Raises what the reader met, as a StageDown counted against the stage's circuit."""
+        if self.failure is None:
+            return
+        failure, self.failure = self.failure, None
+        self.stage.breaker.record_failure()
+        if isinstance(failure, StageDown):
+            raise failure
+        if isinstance(failure, grpc.aio.AioRpcError):
+            raise StageDown(self.stage.name, f"{failure.code().name}: {failure.details()}") from None
+        raise failure
+
+    async def answered_up_to(self, position: int) -> None:
+        """Waits (under the stage's timeout) until every window up to `position` has its verdict, or a STOP."""
+        async def wait() -> None:
+            while self.answered < position and self.stop is None and self.failure is None:
+                if self.reader is None or self.reader.done():
+                    break
+                self._changed.clear()
+                await self._changed.wait()
+
+        await self.stage.call(wait)
+        self.check()
+        if self.answered < position and self.stop is None:
+            raise StageDown(self.stage.name, "the safety service ended the stream early")
+
+    async def close(self) -> None:
+        """Half-closes the stream and waits for the server's last answer (so its span ends cleanly)."""
+        async def close() -> None:
             await self.call.done_writing()
-            return await self._read()
+            if self.reader is not None:
+                await self.reader
 
-        return await self.stage.call(flush)
+        await self.stage.call(close)
+        self.check()
 
     def cancel(self) -> None:
+        for task in (self.opening, self.reader):
+            if task is None:
+                continue
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: a failure no one awaited is not logged as lost
         self.call.cancel()
 
 
@@ -70,44 +163,81 @@ class OutputGuard:
     def __init__(self, stage: Stage, stub: safety_pb2_grpc.SafetyStub) -> None:
         self.stage = stage
         self.stub = stub
+        self.release_ahead = int(stage.spec.options.get("release_ahead_chars", DEFAULT_RELEASE_AHEAD_CHARS))
+        self.window_chars = int(stage.spec.options.get("window_chars", DEFAULT_WINDOW_CHARS))
 
     async def guard(self, events: AsyncIterator[Any], *, tenant: str, request_id: str, prompt_tokens: Callable[[], int],
                     degraded: list[str], on_redact: Callable[[], None] | None = None) -> AsyncIterator[Any]:
         """Wraps a stream of TextDelta / Finished / other events. `prompt_tokens` gives the usage to report when
         the guard stops the answer before the generator finished; `on_redact` is called when output PII is found
         (the caller stops the response from being cached)."""
-        exchange: _Exchange | None = None
+        # Opened before the first event, so the policy arrives while the prompt is prefilled.
+        windows: _Windows | None = _Windows(self.stub, self.stage, policy_id_for(tenant), request_id)
+        gate: ReleaseGate | None = None
         completion_tokens = 0  # all tokens generated so far (usage on STOP)
         unreported = 0         # token counts not yet attached to an emitted delta
-        moderating = True
+        ready = ""             # cleared by the rules, not yet released (waits for verdicts)
+        unsent = ""            # released or ready, not yet sent for classification
+        released = 0           # characters released so far
+        redacted_once = False
 
         def on_failure(down: StageDown) -> None:
-            nonlocal moderating, exchange
-            if exchange is not None:
-                exchange.cancel()
-                exchange = None
+            nonlocal windows
+            if windows is not None:
+                windows.cancel()
+                windows = None
             if not self.stage.fail_open:
                 raise self.stage.failed(down) from None
             log.warning("request %s: output guard down (%s); the rest of the answer is unmoderated", request_id,
                         down.reason)
-            moderating = False
             if self.stage.name not in degraded:
                 degraded.append(self.stage.name)
 
-        def noted(decision: safety_pb2.OutputDecision) -> safety_pb2.OutputDecision:
-            if decision.action == safety_pb2.ACTION_REDACT and on_redact is not None:
-                on_redact()
-            return decision
-
-        def stopped_finish(usage: Usage | None = None) -> Finished:
+        def stopped(usage: Usage | None = None) -> Finished:
+            decision = windows.stop if windows is not None else None
             categories = [c.category for c in (decision.categories if decision else []) if c.triggered]
             log.info("request %s: output stopped by the safety service (%s)", request_id, ",".join(categories))
             return Finished(CONTENT_FILTER, usage or Usage(prompt_tokens(), completion_tokens), categories)
 
-        decision: safety_pb2.OutputDecision | None = None
-        # Opened before the first event, so the call is set up while the prompt is prefilled, not on the way of the
-        # first text to the client.
-        exchange = _Exchange(self.stub, self.stage, tenant, request_id)
+        async def moderate(text: str, final: bool) -> bool:
+            """Runs `text` through the rules and the windows; False when the answer must stop."""
+            nonlocal gate, ready, unsent, redacted_once
+            if windows is None:  # fail open after a failure: the rules alone, if the policy ever arrived
+                if gate is None:
+                    ready += text
+                else:
+                    ready += (gate.finish() if final else gate.feed(text)).text
+                return True
+            step = None
+            try:
+                if gate is None:
+                    gate = ReleaseGate(await windows.policy())
+                step = gate.finish() if final else gate.feed(text)
+                if step.denied:
+                    return False
+                if step.redacted and not redacted_once and on_redact is not None:
+                    redacted_once = True
+                    on_redact()
+                ready += step.text
+                unsent += step.text
+                windows.check()
+                if unsent and (final or len(unsent) >= self.window_chars or self.release_ahead == 0
+                               or _SENTENCE_END.search(unsent)):
+                    await windows.send(unsent)
+                    unsent = ""
+                # released + ready is what the client will have seen; at most `release_ahead` of it unclassified
+                limit = windows.sent if final else released + len(ready) - self.release_ahead
+                if windows.answered < limit:
+                    if unsent:
+                        await windows.send(unsent)
+                        unsent = ""
+                    await windows.answered_up_to(limit)
+            except StageDown as down:
+                on_failure(down)  # fail closed raises; fail open carries on with the rules alone
+                if step is None:
+                    ready += text
+            return windows is None or windows.stop is None
+
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -115,48 +245,32 @@ class OutputGuard:
                     unreported += event.token_count
                     if not event.text:
                         continue
-                    if not moderating:
-                        yield TextDelta(event.text, unreported)
-                        unreported = 0
-                        continue
-                    try:
-                        if exchange is None:
-                            exchange = _Exchange(self.stub, self.stage, tenant, request_id)
-                        decision = noted(await exchange.send(event.text))
-                    except StageDown as down:
-                        on_failure(down)
-                        yield TextDelta(event.text, unreported)
-                        unreported = 0
-                        continue
-                    if decision.text:
-                        yield TextDelta(decision.text, unreported)
-                        unreported = 0
-                    if decision.action == safety_pb2.ACTION_STOP:
-                        yield stopped_finish()
+                    if not await moderate(event.text, final=False):
+                        yield stopped()
                         return
+                    if ready:
+                        released += len(ready)
+                        yield TextDelta(ready, unreported)
+                        ready, unreported = "", 0
                 elif isinstance(event, Finished):
-                    if exchange is not None and exchange.first:  # no text was moderated: nothing to flush
-                        exchange.cancel()
-                        exchange = None
-                    if exchange is not None:
-                        try:
-                            decision = noted(await exchange.finish())
-                        except StageDown as down:
-                            on_failure(down)
-                            decision = None
-                        if decision is not None and decision.text:
-                            yield TextDelta(decision.text, unreported)
-                            unreported = 0
-                        if decision is not None and decision.action == safety_pb2.ACTION_STOP:
-                            yield stopped_finish(event.usage)
+                    if gate is not None or windows is None:
+                        if not await moderate("", final=True):
+                            yield stopped(event.usage)
                             return
+                        if windows is not None:
+                            try:
+                                await windows.close()
+                            except StageDown as down:
+                                on_failure(down)
+                    if ready:
+                        yield TextDelta(ready, unreported)
                     yield event
                     return
                 else:
                     yield event
         finally:
-            if exchange is not None:
-                exchange.cancel()
+            if windows is not None:
+                windows.cancel()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
