@@ -234,6 +234,8 @@ class Engine:
                     item = self._inbox.get(timeout=0.05)
                 except queue.Empty:
                     self._drop_cancelled()
+                    if self.step_listener is not None:
+                        self.step_listener(ScheduledBatch())  # idle: lets throttled metrics catch up
                     continue
                 if item is not None:
                     self._admit(item)

@@ -23,6 +23,9 @@ from engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+ALL_OUTPUTS = frozenset({"output_ids", "sequence_length", "kv_cache_reused_blocks", "arrival_time_ns",
+                         "first_token_time_ns"})
+GAUGE_REFRESH_S = 0.25  # engine gauges are pushed to Triton at most this often (each push is a call to the server)
 
 
 def _optional(request, name: str):
@@ -66,20 +69,27 @@ class _ResponseSink:
         self._collected: list[int] = []
         self._cached_tokens = 0
         self._tokens_sent = 0
+        self._wanted = frozenset(request.requested_output_names()) or ALL_OUTPUTS
 
     def is_cancelled(self) -> bool:
         return self._request.is_cancelled()
 
     def _response(self, token_ids: list[int]) -> pb_utils.InferenceResponse:
+        """Only the outputs the client asked for are built: each tensor costs the stub a copy into shared memory."""
         ids = np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1)
-        reused_blocks = self._cached_tokens // self._model.engine.blocks.block_size
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("output_ids", ids),
-            pb_utils.Tensor("sequence_length", np.asarray([[len(token_ids)]], dtype=np.int32)),
-            pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[reused_blocks]], dtype=np.int32)),
-            pb_utils.Tensor("arrival_time_ns", np.asarray([[self._arrival_ns]], dtype=np.int64)),
-            pb_utils.Tensor("first_token_time_ns", np.asarray([[self._first_token_ns]], dtype=np.int64)),
-        ])
+        tensors = [pb_utils.Tensor("output_ids", ids)]
+        wanted = self._wanted
+        if "sequence_length" in wanted:
+            tensors.append(pb_utils.Tensor("sequence_length", np.asarray([[len(token_ids)]], dtype=np.int32)))
+        if "kv_cache_reused_blocks" in wanted:
+            reused_blocks = self._cached_tokens // self._model.engine.blocks.block_size
+            tensors.append(pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[reused_blocks]], dtype=np.int32)))
+        if "arrival_time_ns" in wanted:
+            tensors.append(pb_utils.Tensor("arrival_time_ns", np.asarray([[self._arrival_ns]], dtype=np.int64)))
+        if "first_token_time_ns" in wanted:
+            tensors.append(pb_utils.Tensor("first_token_time_ns",
+                                           np.asarray([[self._first_token_ns]], dtype=np.int64)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def emit(self, output: StepOutput) -> None:
         self._cached_tokens = output.cached_tokens
@@ -164,13 +174,25 @@ class _Metrics:
         latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
         self._ttft = metric("sluice_engine_ttft_seconds", buckets=latency)
         self._tpot = metric("sluice_engine_tpot_seconds", buckets=latency)
+        self._pending_tokens = 0  # counted since the last step was reported
+        self._refreshed_at = 0.0
+        self._stale = False  # steps ran since the last refresh
         self.refresh()
 
     def on_step(self, batch: ScheduledBatch) -> None:
+        """After every engine step (on the engine thread). Each metric update is a round trip to the server, so
+        token counts are added up over the step and the gauges are refreshed at most every GAUGE_REFRESH_S."""
         if batch:
             self._batch.observe(len(batch.seqs))
             self._step_tokens.observe(batch.total_tokens)
-        self.refresh()
+        if self._pending_tokens:
+            self._tokens.increment(self._pending_tokens)
+            self._pending_tokens = 0
+        self._stale = self._stale or bool(batch)
+        now = time.monotonic()
+        if now - self._refreshed_at >= GAUGE_REFRESH_S and (self._stale or not batch):
+            self._refreshed_at, self._stale = now, False
+            self.refresh()
 
     def refresh(self) -> None:
         stats = self._engine.stats()
@@ -195,10 +217,14 @@ class _Metrics:
         self._tpot.observe(seconds)
 
     def count_tokens(self, n: int) -> None:
-        if n:
-            self._tokens.increment(n)
+        self._pending_tokens += n
 
     def finish(self, reason: FinishReason | None) -> None:
+        """Also pushes the tokens counted so far, so a finished request's tokens are in the counter before its last
+        response is sent."""
+        if self._pending_tokens:
+            self._tokens.increment(self._pending_tokens)
+            self._pending_tokens = 0
         self._outcomes[reason.value if reason else "error"].increment(1)
 
 
