@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
 TRACER = "sluice"
 TRACE_ID_HEADER = "x-sluice-trace-id"
 REQUEST_ID_HEADER = "x-request-id"
+# A client's x-request-id is kept verbatim when it is this safe (it reaches logs, spans and headers); the
+# orchestrator refuses any other with a 400 (tenancy/auth.py), the other services replace it.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def is_safe_request_id(value: str) -> bool:
+    return SAFE_REQUEST_ID.fullmatch(value) is not None
 # Calls that are not traced or counted: health checks and reflection.
 UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # The chat methods whose requests the LLM metrics count (TTFT, TPOT, goodput, tokens).
@@ -174,8 +181,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, details.method, self)
 
     def begin(self, method: str, context: grpc.aio.ServicerContext) -> tuple[_Context, RequestTelemetry, float]:
-        request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_HEADER and v),
-                          None) or str(uuid.uuid4())
+        sent = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_HEADER and v), None)
+        request_id = sent if sent is not None and is_safe_request_id(sent) else str(uuid.uuid4())
         llm = LLMRequest() if method in LLM_METHODS else None
         state = RequestTelemetry(request_id, method, self.capture_content, llm)
         current_request.set(state)

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import ApiError
+from services.common.telemetry import current_request, is_safe_request_id
 from services.orchestrator.tenancy import audit
 from services.orchestrator.tenancy.audit import AuditEvent, AuditLog
 from services.orchestrator.tenancy.keys import KEY_PREFIX, key_id_of
@@ -38,6 +39,11 @@ def bearer_key(metadata: Any) -> str | None:
 
 def _request_id(metadata: Any) -> str | None:
     return next((value for key, value in metadata or () if key == "x-request-id"), None)
+
+
+def invalid_request_id() -> ApiError:
+    return ApiError(400, "Invalid 'x-request-id' header: use 1 to 128 letters, digits and . _ : - only.",
+                    "invalid_request_error", "x-request-id", "invalid_request_id")
 
 
 def unauthorized(missing: bool) -> ApiError:
@@ -88,6 +94,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or details.method.startswith(OPEN_SERVICES):
             return handler
         metadata = details.invocation_metadata
+        sent_id = _request_id(metadata)
+        if sent_id is not None and not is_safe_request_id(sent_id):  # checked before the key: costs nothing
+            return self._reject(handler, details.method, invalid_request_id())
         key = bearer_key(metadata)
         principal = await self.authenticate(key) if key else None
         if principal is None:
@@ -108,16 +117,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if openai:
-                return await render(context, _request_id(context.invocation_metadata()) or "", error)
+                return await render(context, _answer_id(context), error)
             await context.abort(error.grpc_code, error.message)
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if openai:
-                yield await render(context, _request_id(context.invocation_metadata()) or "", error)
+                yield await render(context, _answer_id(context), error)
                 return
             await context.abort(error.grpc_code, error.message)
 
         return _same_kind(handler, unary, stream)
+
+
+def _answer_id(context: grpc.aio.ServicerContext) -> str:
+    """The request id an error answer carries: the client's when safe, else the one telemetry gave the call."""
+    sent = _request_id(context.invocation_metadata())
+    if sent is not None and is_safe_request_id(sent):
+        return sent
+    state = current_request.get()
+    return state.request_id if state is not None else ""
 
 
 def _with_principal(handler: Any, principal: Principal) -> Any:
