@@ -16,8 +16,8 @@ import grpc
 
 from services.common.errors import ApiError
 from services.common.telemetry import current_request, is_safe_request_id
-from services.orchestrator.tenancy import audit
-from services.orchestrator.tenancy.audit import AuditEvent, AuditLog
+from services.orchestrator.tenancy.audit import AuditLog
+from services.orchestrator.tenancy.auth_failures import AuthFailureAudit
 from services.orchestrator.tenancy.keys import KEY_PREFIX, key_id_of
 from services.orchestrator.tenancy.principal import Principal, current_principal
 from services.orchestrator.tenancy.store import TenantStore
@@ -79,6 +79,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._audit = audit_log
         self._render_error = render_error  # the facade's OpenAI-shaped error response
         self._cache = KeyCache(cache_ttl_s)
+        self._failures = AuthFailureAudit(audit_log)  # counted per key prefix per minute, not one row each
 
     async def authenticate(self, key: str) -> Principal | None:
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -106,10 +107,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _with_principal(handler, principal)
 
     async def _audit_failure(self, method: str, metadata: Any, prefix: str | None, missing: bool) -> None:
-        if self._audit is None:
-            return
-        await self._audit.record(AuditEvent(audit.AUTH_FAILED, "anonymous", None, _request_id(metadata), details={
-            "method": method, "reason": "missing key" if missing else "invalid key", "key_prefix": prefix}))
+        await self._failures.record(method=method, reason="missing key" if missing else "invalid key",
+                                    key_prefix=prefix, request_id=_request_id(metadata))
 
     def _reject(self, handler: Any, method: str, error: ApiError) -> Any:
         openai = method.startswith(OPENAI_SERVICE)
