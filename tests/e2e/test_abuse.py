@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
 from services.bench.abuse import AbuseConfig, run_async
 from services.common.settings import Settings
+from tests.conftest import engine_metric
 
 pytestmark = pytest.mark.stack
 
@@ -31,4 +33,9 @@ def test_a_hostile_free_tenant_does_not_hurt_an_enterprise_tenant(stack: Setting
     # the free tier's 20 RPM (a token bucket: one more every 3 s) admits about 20; the rest are refused with 429
     assert report["unread_streams_admitted"] <= 20 + config.attack_s / 3 and streams.get("429", 0) > 0
     assert report["attacked"]["success"] >= 0.99
+    deadline = time.monotonic() + 30  # the attacker's streams closed: nothing of theirs stays in the engine
+    while engine_metric(stack, "sluice_engine_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engine_metric(stack, "sluice_engine_requests_running") == 0
+    assert engine_metric(stack, "sluice_engine_kv_blocks_used") == 0
     assert report["p50_factor"] <= 2.0
