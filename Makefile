@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
 
-.PHONY: run test lint protos kernels repo clean help bench bench-quick bench-venv vllm-venv promtool
+.PHONY: run test lint protos kernels repo clean help bench bench-quick bench-peers bench-venv vllm-venv promtool
 
 help:
 	@echo "make run    start the whole stack on embedded defaults (Ctrl-C stops it)"
@@ -96,3 +96,7 @@ bench-quick: $(VENV)/.bench-stamp
 
 bench: $(VENV)/.bench-stamp
 	$(BIN)/sluice bench engine --results results/engine
+
+# vLLM's OpenAI server, then a private Sluice stack, same checkpoint and workload (run it on a quiet machine)
+bench-peers: $(VENV)/.bench-stamp
+	$(BIN)/sluice bench peers --results results/peers
