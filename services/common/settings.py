@@ -56,6 +56,9 @@ class Settings:
     # three Triton ports + i·TRITON_REPLICA_PORT_STEP, and the orchestrator routes LLM requests across them.
     triton_replicas: int = 1
     kv_cache_mb: int = 256  # SLUICE_KV_CACHE_MB: the CPU engine's KV-cache pool per LLM slot and replica
+    # SLUICE_ENGINE_THREADS: intra-op threads of each CPU engine (torch/OpenMP); 0 picks one per core left after
+    # the rest of the stack's share (1 on a 2-core machine, where a second OpenMP thread waits on busy cores)
+    engine_threads: int = 0
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
     model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
@@ -89,6 +92,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.triton_replicas < 1:
             raise ValueError(f"triton_replicas must be at least 1, got {self.triton_replicas}")
+        if self.engine_threads < 0:
+            raise ValueError(f"engine_threads must not be negative, got {self.engine_threads}")
         if self.kv_cache_mb < 1:
             raise ValueError(f"kv_cache_mb must be at least 1, got {self.kv_cache_mb}")
         replica_ports = [port for i in range(self.triton_replicas) for port in self.triton_replica_ports(i)]
@@ -118,6 +123,7 @@ class Settings:
             "triton_metrics_port": _env_int("SLUICE_TRITON_METRICS_PORT", base.triton_metrics_port),
             "triton_replicas": _env_int("SLUICE_TRITON_REPLICAS", base.triton_replicas),
             "kv_cache_mb": _env_int("SLUICE_KV_CACHE_MB", base.kv_cache_mb),
+            "engine_threads": _env_int("SLUICE_ENGINE_THREADS", base.engine_threads),
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),
@@ -143,6 +149,11 @@ class Settings:
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def resolved_engine_threads(self) -> int:
+        """engine_threads, or when 0: the cores beyond one (kept for Triton, the services and Envoy), at least 1."""
+        return self.engine_threads or max(1, (os.cpu_count() or 1) - 1)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

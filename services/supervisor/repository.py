@@ -31,7 +31,7 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         "max_batch_size": str(settings.max_batch_size),
         "checkpoint_dir": str(checkpoint),
         "max_seq_len": "0",  # 0: the checkpoint's max_position_embeddings
-        "torch_threads": "2",
+        "torch_threads": str(settings.resolved_engine_threads),
         # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
         "execution_env": sys.prefix,
         "kv_block_size": "16",
