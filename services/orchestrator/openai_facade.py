@@ -31,6 +31,7 @@ from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.model_list import visible_model, visible_models
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
 from services.orchestrator.size_bound import PromptSizeBound
+from services.orchestrator.sse_frames import ChunkFrames, sse
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.tools.retrieve_tool import request_tenant
@@ -46,7 +47,6 @@ from services.retrieval.embedding_model import MODEL_NAME as EMBEDDING_MODEL
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-SSE = "text/event-stream"
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
@@ -66,11 +66,6 @@ def _last_user_text(chat: ChatRequest | None) -> str | None:
 
 def _json_body(payload: dict[str, Any]) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=JSON, data=json.dumps(payload, ensure_ascii=False).encode())
-
-
-def _sse(payload: dict[str, Any] | str) -> httpbody_pb2.HttpBody:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return httpbody_pb2.HttpBody(content_type=SSE, data=f"data: {data}\n\n".encode())
 
 
 async def _send_headers(context: grpc.aio.ServicerContext, request_id: str, status: int = 200,
@@ -226,16 +221,8 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                       events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
                       run: PipelineRun, headers: dict[str, str],
                       meter: RequestMeter) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        created = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            payload: dict[str, Any] = {
-                "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": chat.model,
-                "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
-            if chat.include_usage:
-                payload["usage"] = None
-            return payload
+        frames = ChunkFrames(completion_id, int(time.time()), chat.model, chat.include_usage)
+        chunk = frames.chunk
 
         # Wait for the first event before committing to a 200: a failure before any token is a proper HTTP error.
         try:
@@ -250,21 +237,21 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             yield await error_response(context, request_id, internal(), headers)
             return
         await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-        yield _sse(chunk({"role": "assistant", "content": ""}))
+        yield sse(chunk({"role": "assistant", "content": ""}))
         event: ToolRunEvent | None = first
         try:
             while event is not None:
                 if isinstance(event, TextDelta):
                     if event.text:
-                        yield _sse(chunk({"content": event.text}))
+                        yield frames.text(event.text)
                 elif isinstance(event, ToolCallsReady):
                     for index, call in enumerate(event.calls):  # as OpenAI streams them: name first, then arguments
-                        yield _sse(chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                        yield sse(chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
                                                           "function": {"name": call.name, "arguments": ""}}]}))
                         for fragment in call.fragments:
-                            yield _sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+                            yield sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
                 elif isinstance(event, ToolCallsRejected):
-                    yield _sse(chunk({"invalid_tool_calls": [error.as_openai() for error in event.errors]}))
+                    yield sse(chunk({"invalid_tool_calls": [error.as_openai() for error in event.errors]}))
                 elif isinstance(event, ServerToolRan):
                     pass  # server-side rounds are not streamed; only the final answer is
                 else:
@@ -272,18 +259,16 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                     run.finished(event.reason, event.categories)
                     if run.citations is not None:
                         final["citations"] = run.citations  # extension: in the final chunk, as on the JSON answer
-                    yield _sse(final)
+                    yield sse(final)
                     if chat.include_usage:
-                        yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                    "model": chat.model, "system_fingerprint": None, "choices": [],
-                                    "usage": event.usage.as_openai()})
-                    yield _sse("[DONE]")
+                        yield sse(frames.usage(event.usage.as_openai()))
+                    yield sse("[DONE]")
                     return
                 event = await anext(events, None)
         except ApiError as error:
             meter.fail(error.status)
-            yield _sse(error.body())
+            yield sse(error.body())
         except Exception:
             log.exception("request %s failed mid-stream", request_id)
             meter.fail(500)
-            yield _sse(internal().body())
+            yield sse(internal().body())
