@@ -20,7 +20,7 @@ from engine.block_manager import BlockManager
 from engine.model import Llama
 from engine.request import FinishReason, GenerationRequest, OutputSink, StepOutput
 from engine.runner import KVPool, ModelRunner, kv_bytes_per_block
-from engine.sampling import hits_stop_sequence, sample_next
+from engine.sampling import hits_stop_sequence, sample_batch, sample_next
 from engine.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from engine.sequence import Sequence
 
@@ -175,20 +175,20 @@ class Engine:
         return batch.total_tokens
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
-        out: list[int | None] = [None] * len(seqs)
-        simple = [i for i, s in enumerate(seqs) if _plain_greedy(s)]
-        if simple:
-            picks = torch.argmax(logits[simple], dim=-1).tolist()
-            for i, token in zip(simple, picks, strict=True):
-                out[i] = int(token)
-        for i, seq in enumerate(seqs):
-            if out[i] is not None:
-                continue
-            try:
-                out[i] = sample_next(logits[i], seq.request.params, seq.prompt_ids, seq.output_ids, seq.generator)
-            except Exception as exc:  # one request's bad parameters fail that request only
-                self._fail(seq, exc)
-        return out
+        if not seqs:
+            return []
+        try:
+            return list(sample_batch(logits, [s.request.params for s in seqs], [s.prompt_ids for s in seqs],
+                                     [s.output_ids for s in seqs], [s.generator for s in seqs]))
+        except Exception:  # find the request(s) whose parameters fail; the others go on
+            out: list[int | None] = [None] * len(seqs)
+            for i, seq in enumerate(seqs):
+                try:
+                    out[i] = sample_next(logits[i], seq.request.params, seq.prompt_ids, seq.output_ids,
+                                         seq.generator)
+                except Exception as exc:  # one request's bad parameters fail that request only
+                    self._fail(seq, exc)
+            return out
 
     def _advance(self, seq: Sequence, token: int) -> None:
         params = seq.request.params
@@ -267,10 +267,3 @@ class Engine:
             cancellations=self._cancellations, steps=self._steps, last_batch_size=len(self._last_batch.seqs),
             last_batch_tokens=self._last_batch.total_tokens, kv_slots_allocated=self._slots_allocated,
             kv_slots_filled=self._slots_filled)
-
-
-def _plain_greedy(seq: Sequence) -> bool:
-    p = seq.request.params
-    return (p.greedy and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty
-            and not p.bad_token_seqs and (p.end_id is None or len(seq.output_ids) >= p.min_tokens))
-

@@ -81,29 +81,73 @@ def _banned_tokens(params: SamplingParams, output_ids: Sequence[int]) -> list[in
     return banned
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], output_ids: Sequence[int],
-                generator: torch.Generator) -> int:
-    """logits: [V] for the last position. Returns the next token id."""
-    # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
-    logits = apply_penalties(logits.float().cpu(), params, prompt_ids, output_ids)
+def _adjusted(logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int],
+              output_ids: Sequence[int]) -> torch.Tensor:
+    """One row with its penalties applied and its banned tokens at -inf."""
+    logits = apply_penalties(logits, params, prompt_ids, output_ids)
     banned = _banned_tokens(params, output_ids)
     if banned:
         logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")
-    if params.greedy:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs > params.top_p  # keep the smallest set whose mass reaches top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return logits
+
+
+def needs_history(params: SamplingParams, output_ids: Sequence[int]) -> bool:
+    """Whether this row's logits depend on what was generated (penalties, banned words, min_tokens)."""
+    return bool(params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+                or params.bad_token_seqs or (params.end_id is not None and len(output_ids) < params.min_tokens))
+
+
+def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_ids: Sequence[Sequence[int]],
+                 output_ids: Sequence[Sequence[int]], generators: Sequence[torch.Generator | None]) -> list[int]:
+    """logits: [N, V] for the last position of N sequences. Returns each one's next token.
+
+    Per row only what must be: penalties and bans where a request asks for them, and one draw of exponential noise
+    from the request's own (seeded) generator. Temperature, top-k, top-p and the draw itself run on the whole batch:
+    the sampled token is argmax(p / E) with E ~ Exp(1) per token, which picks token i with probability p_i.
+    """
+    # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
+    logits = logits.float().cpu()
+    history = [i for i, p in enumerate(params) if needs_history(p, output_ids[i])]
+    if history:
+        logits = logits.clone()
+        for i in history:
+            logits[i] = _adjusted(logits[i], params[i], prompt_ids[i], output_ids[i])
+    out = [0] * len(params)
+    greedy = [i for i, p in enumerate(params) if p.greedy]
+    if greedy:
+        for i, token in zip(greedy, torch.argmax(logits[greedy], dim=-1).tolist(), strict=True):
+            out[i] = int(token)
+    rows = [i for i, p in enumerate(params) if not p.greedy]
+    if not rows:
+        return out
+    chosen = [params[i] for i in rows]
+    x = logits[rows] / torch.tensor([p.temperature for p in chosen], dtype=torch.float32)[:, None]  # [R, V]
+    vocab = x.shape[1]
+    ks = [min(p.top_k, vocab) for p in chosen]
+    if any(ks):
+        kth_index = torch.tensor([max(k, 1) - 1 for k in ks], dtype=torch.long)[:, None]
+        kth = torch.topk(x, max(ks), dim=-1).values.gather(1, kth_index)  # [R, 1] each row's k-th largest logit
+        limited = torch.tensor([k > 0 for k in ks])[:, None]
+        x = x.masked_fill(limited & (x < kth), float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    top_p = torch.tensor([p.top_p for p in chosen], dtype=torch.float32)
+    if bool((top_p < 1.0).any()):
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p[:, None]  # keep the smallest set reaching p
+        probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs.masked_fill(drop, 0.0))
+    noise = torch.empty_like(probs)
+    for j, i in enumerate(rows):
+        noise[j].exponential_(generator=generators[i])
+    picks = torch.argmax(probs / noise.clamp_min_(1e-30), dim=-1).tolist()
+    for i, token in zip(rows, picks, strict=True):
+        out[i] = int(token)
+    return out
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence[int], output_ids: Sequence[int],
+                generator: torch.Generator) -> int:
+    """logits: [V] for the last position. Returns the next token id (sample_batch for one sequence)."""
+    return sample_batch(logits[None], [params], [prompt_ids], [output_ids], [generator])[0]
 
 
 def hits_stop_sequence(params: SamplingParams, output_ids: Sequence[int]) -> bool:

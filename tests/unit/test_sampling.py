@@ -148,3 +148,24 @@ def test_hits_stop_sequence() -> None:
     assert not hits_stop_sequence(params, [8])
     assert not hits_stop_sequence(params, [])
     assert not hits_stop_sequence(SamplingParams(), [1, 2, 3])
+
+
+def test_a_mixed_batch_samples_each_row_by_its_own_parameters() -> None:
+    from engine.sampling import sample_batch
+
+    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, -1.0]]).repeat(4, 1)
+    params = [SamplingParams(temperature=0), SamplingParams(top_k=2, seed=1), SamplingParams(top_p=0.5, seed=2),
+              SamplingParams(temperature=0, repetition_penalty=10.0)]
+    prompts, outputs = [[], [], [], [1]], [[], [], [], []]
+    seen: list[set[int]] = [set() for _ in params]
+    generators = [p.make_generator() for p in params]
+    for _ in range(200):
+        for row, token in enumerate(sample_batch(logits, params, prompts, outputs, generators)):
+            seen[row].add(token)
+    assert seen[0] == {1}  # greedy
+    assert seen[1] == {1, 2}  # top-2 of 5, both drawn in 200 tries
+    assert seen[2] == {1}  # token 1 alone holds more than half the mass
+    assert seen[3] == {2}  # the penalised prompt token loses its lead
+    replay = [p.make_generator() for p in params]
+    first = sample_batch(logits, params, prompts, outputs, replay)
+    assert first == sample_batch(logits, params, prompts, outputs, [p.make_generator() for p in params])
