@@ -2,9 +2,10 @@
 
 The orchestrator releases generated text as it arrives, after its own PII redaction and deny-list check, and sends
 the released text here once per window (a few dozen characters, or a sentence). Each window is classified together
-with the text released before it — the last `window` characters — so a phrase that straddles two windows is seen
-whole; the answer is ALLOW or STOP with the blocking categories. Nothing here holds text back: that is the
-orchestrator's bounded look-back (services/safety/release_gate.py)."""
+with the text released before it — the last `window` characters (256: a sentence or two of context; the
+classifier's time grows with its input) — so a phrase that straddles two windows is seen whole; the answer is ALLOW
+or STOP with the blocking categories. Nothing here holds text back: that is the orchestrator's bounded look-back
+(services/safety/release_gate.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.safety.verdict import Action
 
 
 class WindowCheck:
-    def __init__(self, classifier: Classifier, policy: SafetyPolicy, *, window: int = 512) -> None:
+    def __init__(self, classifier: Classifier, policy: SafetyPolicy, *, window: int = 256) -> None:
         self.classifier = classifier
         self.policy = policy
         self.window = window
