@@ -5,9 +5,10 @@ Two halves, so that a token costs no round trip to another process:
   bounded look-back that holds back only what could still become a PII value. The policy comes from the safety
   service, in answer to the opening message of the CheckOutput stream (sent while the prompt is prefilled).
 - The classifier, in the safety service, per window: released text is sent on the same stream every
-  `window_chars` characters or at a sentence end, without waiting, and the verdicts are read as they come.
+  `window_chars` characters (default 48), or at a sentence end once half that has gathered, without waiting, and
+  the verdicts are read as they come.
 
-The bound on a blocked answer: at most `release_ahead_chars` characters (stage option, default 48) are released
+The bound on a blocked answer: at most `release_ahead_chars` characters (stage option, default 80) are released
 before the classifier's verdict on them has arrived; when the stream gets that far ahead, release waits for the
 verdict. A STOP verdict ends the answer with finish_reason "content_filter" (what was sent stays sent). With
 `release_ahead_chars: 0` nothing is released before it has been classified (smaller windows, lumpier streams). At
@@ -41,8 +42,8 @@ from services.safety.release_gate import ReleaseGate
 log = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"
-DEFAULT_RELEASE_AHEAD_CHARS = 48
-DEFAULT_WINDOW_CHARS = 32
+DEFAULT_RELEASE_AHEAD_CHARS = 80
+DEFAULT_WINDOW_CHARS = 48
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
@@ -222,7 +223,7 @@ class OutputGuard:
                 unsent += step.text
                 windows.check()
                 if unsent and (final or len(unsent) >= self.window_chars or self.release_ahead == 0
-                               or _SENTENCE_END.search(unsent)):
+                               or (len(unsent) >= self.window_chars // 2 and _SENTENCE_END.search(unsent))):
                     await windows.send(unsent)
                     unsent = ""
                 # released + ready is what the client will have seen; at most `release_ahead` of it unclassified
