@@ -101,7 +101,10 @@ class Engine:
             raise ValueError(f"prompt has {len(request.prompt_ids)} tokens; the context window is {self.max_seq_len}")
         if self.blocks.blocks_needed(len(request.prompt_ids) + 1) > self.blocks.num_blocks:
             raise ValueError("prompt does not fit in the KV cache")
-        self._inbox.put(Sequence(request, sink, cache_salt=self._salt))
+        salt = self._salt
+        if request.cache_salt_id is not None:
+            salt += b"|" + str(request.cache_salt_id).encode()
+        self._inbox.put(Sequence(request, sink, cache_salt=salt))
 
     def _drain_inbox(self) -> None:
         while True:

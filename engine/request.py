@@ -22,6 +22,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     priority: int = 0  # higher is scheduled first
+    cache_salt_id: int | None = None  # prefix-cache namespace: blocks are shared only within one value (a tenant)
     arrival_ns: int = field(default_factory=time.monotonic_ns)
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from engine.tokenizer import ChatTokenizer
 from services.common.errors import model_not_found
 from services.common.settings import REPO_ROOT, Settings
 from services.orchestrator.personas import PersonaBook
+from services.orchestrator.prefix_cache import SCOPES as PREFIX_CACHE_SCOPES
 
 
 @dataclass(slots=True)
@@ -30,6 +31,11 @@ class Deployment:
     cost_per_1k_tokens: float = 0.0
     priority: int = 0
     max_queue: int = 64  # requests in flight beyond which new ones go to the fallback
+    prefix_cache: str = "tenant"  # "tenant": each tenant its own prefix-cache namespace; "shared": one for all
+
+    def __post_init__(self) -> None:
+        if self.prefix_cache not in PREFIX_CACHE_SCOPES:
+            raise ValueError(f"deployment {self.name!r}: prefix_cache must be one of {PREFIX_CACHE_SCOPES}")
 
     @classmethod
     def from_checkpoint(cls, name: str, checkpoint_dir: Path, triton_model: str = "tensorrt_llm",
@@ -116,7 +122,8 @@ class ModelCatalog:
             deployments[name] = Deployment.from_checkpoint(
                 name, checkpoint, spec.get("triton_model", "tensorrt_llm"),
                 cost_per_1k_tokens=float(spec.get("cost_per_1k_tokens", 0.0)),
-                priority=int(spec.get("priority", 0)), max_queue=int(spec.get("max_queue", 64)))
+                priority=int(spec.get("priority", 0)), max_queue=int(spec.get("max_queue", 64)),
+                prefix_cache=str(spec.get("prefix_cache", "tenant")))
         entries = []
         for name, spec in models.items():
             targets = [(deployments[d], int(w)) for d, w in (spec.get("deployments") or {}).items()

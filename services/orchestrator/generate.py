@@ -13,6 +13,7 @@ from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
+from services.orchestrator.prefix_cache import cache_salt_id
 from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
 from services.orchestrator.routing import RouteDecision, Router
@@ -193,7 +194,8 @@ class Generator:
             temperature=0.0 if greedy else request.temperature, top_p=request.top_p if not greedy else 1.0,
             top_k=1 if greedy else request.top_k, seed=request.seed,
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-            repetition_penalty=request.repetition_penalty, min_tokens=request.min_tokens)
+            repetition_penalty=request.repetition_penalty, min_tokens=request.min_tokens,
+            cache_salt_id=cache_salt_id(tenant, deployment.prefix_cache))
         return PreparedGeneration(entry, prompt_ids, params, request.stop, prefill, tool_markup=bool(tools),
                                   route=route, template_messages=template_messages, tools=tools,
                                   tenant=tenant or "default")

@@ -38,6 +38,7 @@ class LLMParams:
     repetition_penalty: float = 1.0
     min_tokens: int = 0
     priority: int = 0
+    cache_salt_id: int | None = None  # prefix-cache namespace (None: shared by every request of the deployment)
 
 
 def _input(name: str, value: np.ndarray) -> InferInput:
@@ -66,6 +67,8 @@ def build_inputs(prompt_ids: list[int], params: LLMParams) -> list[InferInput]:
     ]
     if params.seed is not None:
         scalars.append(("seed", np.array([[params.seed % 2**64]], dtype=np.uint64)))
+    if params.cache_salt_id is not None:
+        scalars.append(("cache_salt_id", np.array([[params.cache_salt_id]], dtype=np.uint64)))
     inputs = [_input("input_ids", np.array([prompt_ids], dtype=np.int32))]
     inputs.extend(_input(name, value) for name, value in scalars)
     return inputs

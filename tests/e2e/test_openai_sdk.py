@@ -212,3 +212,16 @@ def test_repeated_prefix_is_served_from_the_kv_cache(client: openai.OpenAI, stac
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert first.usage.prompt_tokens == second.usage.prompt_tokens
     assert cached > 0 and cached % 16 == 0 and cached <= second.usage.prompt_tokens - 1
+
+
+def test_prefix_cache_is_per_tenant(stack: Settings, client: openai.OpenAI, tenant_keys) -> None:
+    """A prompt another tenant just sent is computed afresh (no timing side channel); the sender's own repeat hits."""
+    system = "Prefix isolation check for the Sluice platform, repeated to fill blocks. " * 5
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hi!"}]
+    other = openai.OpenAI(base_url=stack.public_base_url, api_key=tenant_keys("prefix-other", "enterprise"))
+    first = client.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=2)
+    stranger = other.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=2)
+    again = client.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=2)
+    assert first.usage.prompt_tokens == stranger.usage.prompt_tokens > 32
+    assert stranger.usage.prompt_tokens_details.cached_tokens == 0
+    assert again.usage.prompt_tokens_details.cached_tokens >= 32

@@ -257,12 +257,14 @@ class _Metrics:
         self._pending_tokens += n
 
     def finish(self, reason: FinishReason | None) -> None:
-        """Also pushes the tokens counted so far, so a finished request's tokens are in the counter before its last
-        response is sent."""
+        """Also pushes the tokens counted so far and refreshes the gauges (the engine has already let the request
+        go), so a client that saw its last response reads metrics that include it."""
         if self._pending_tokens:
             self._tokens.increment(self._pending_tokens)
             self._pending_tokens = 0
-        self._outcomes[reason.value if reason else "error"].increment(1)
+        self._refreshed_at = time.monotonic()
+        self.refresh()
+        self._outcomes[reason.value if reason else "error"].increment(1)  # last: a reader that sees it sees the rest
 
 
 class TritonPythonModel:
@@ -331,7 +333,8 @@ class TritonPythonModel:
         )
         generation = GenerationRequest(
             request_id=request.request_id() or f"triton-{arrival_ns}",
-            prompt_ids=prompt, params=params, priority=_scalar(request, "priority", 0, int))
+            prompt_ids=prompt, params=params, priority=_scalar(request, "priority", 0, int),
+            cache_salt_id=_scalar(request, "cache_salt_id", None, int))
         sink = _ResponseSink(self, request, prompt, streaming=_scalar(request, "streaming", False, bool),
                              exclude_input=_scalar(request, "exclude_input_in_output", False, bool),
                              arrival_ns=arrival_ns)
