@@ -15,6 +15,7 @@ from services.common.service_main import run_service, start_serving, wait_for_st
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.safety.checker import check_messages
+from services.safety.classifier_batch import BatchingClassifier
 from services.safety.classifier_client import Classifier, ClassifierUnavailable, TritonClassifier
 from services.safety.policy import PolicyStore, PolicyUnavailable, SafetyPolicy, policy_to_dict
 from services.safety.policy_db import store_for_url
@@ -47,6 +48,7 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
     def __init__(self, classifier: Classifier, policies: PolicyStore, max_chars: int | None = None,
                  tenant_gate: TenantGate | None = None) -> None:
         self.classifier = classifier
+        self.window_classifier = BatchingClassifier(classifier)  # output windows of all streams, batched
         self.policies = policies
         self.max_chars = max_chars or max_check_chars()  # the text one check may classify
         self.tenant_gate = tenant_gate or TenantGate(tenant_concurrency())  # checks in flight per tenant
@@ -61,6 +63,7 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
 
     async def close(self) -> None:
         await self.policies.close()
+        await self.window_classifier.close()
         await self.classifier.close()
 
     async def CheckInput(self, request: safety_pb2.CheckInputRequest,
@@ -124,7 +127,8 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         policy = await self._policy(first.policy_id, request_id, context)
         yield safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW,
                                         policy_json=json.dumps(policy_to_dict(policy)))
-        check = WindowCheck(self.classifier, policy)
+        check = WindowCheck(self.window_classifier, policy)
+        self.window_classifier.open_streams += 1
         try:
             async for chunk in rest:
                 decision = await check.check(chunk.text)
@@ -138,6 +142,8 @@ class SafetyService(safety_pb2_grpc.SafetyServicer):
         except ClassifierUnavailable as exc:
             log.warning("request %s: classifier unavailable: %s", request_id, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the safety classifier is unavailable")
+        finally:
+            self.window_classifier.open_streams -= 1
         yield safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW, final=True)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from services.safety.classifier_batch import BatchingClassifier
+from services.safety.classifier_client import ClassifierUnavailable
 from services.safety.policy import SafetyPolicy
 from services.safety.release_gate import ReleaseGate
 from services.safety.verdict import Action
@@ -67,3 +69,31 @@ def test_window_check_skips_the_classifier_for_white_space() -> None:
         return classifier.calls
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_windows_of_concurrent_streams_share_one_classifier_call() -> None:
+    async def scenario() -> tuple[int, int, list]:
+        inner = KeywordClassifier()
+        batching = BatchingClassifier(inner, wait_s=0.05)
+        batching.open_streams = 3
+        results = await asyncio.gather(batching.scores(["fine"]), batching.scores(["UNSAFE", "ok"]),
+                                       batching.scores(["also fine"]))
+        batched_calls = inner.calls
+        batching.open_streams = 1  # a lone stream does not wait
+        await asyncio.wait_for(batching.scores(["alone"]), 0.02)
+        return batched_calls, inner.calls, results
+
+    batched_calls, calls, results = asyncio.run(scenario())
+    assert batched_calls == 1 and calls == 2
+    assert [len(r) for r in results] == [1, 2, 1]  # each caller gets its own rows, in order
+    assert results[1][0]["violent_crimes"] == 0.7 and results[0][0]["violent_crimes"] == 0.0
+
+
+def test_a_failed_batch_fails_every_window_in_it() -> None:
+    async def scenario() -> list:
+        batching = BatchingClassifier(KeywordClassifier(fail=True), wait_s=0.01)
+        batching.open_streams = 2
+        return await asyncio.gather(batching.scores(["a"]), batching.scores(["b"]), return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert len(outcomes) == 2 and all(isinstance(o, ClassifierUnavailable) for o in outcomes)
