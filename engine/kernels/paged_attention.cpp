@@ -41,50 +41,97 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
               "out must be a contiguous float32 tensor shaped like q");
 }
 
-// scores[t] = q · key(t) for the `group` query heads sharing one KV head, keys read through the block table.
-inline void dot_keys(const float* query, int64_t group, int64_t head_dim, const float* k_data, const int32_t* table,
-                     int64_t len, int64_t block_size, int64_t kv_heads, int64_t kvh, float* scores) {
+// Calls visit(t, slot) for the context positions 0..len-1 in order, walking the block table block by block (no
+// division per position).
+template <typename Visit>
+inline void for_each_slot(const int32_t* table, int64_t len, int64_t block_size, Visit visit) {
+  for (int64_t start = 0, i = 0; start < len; start += block_size, ++i) {
+    const int64_t base = static_cast<int64_t>(table[i]) * block_size;
+    const int64_t n = std::min(block_size, len - start);
+    for (int64_t j = 0; j < n; ++j) visit(start + j, base + j);
+  }
+}
+
+// scores[h * len + t] = q_h · key(t) for every query head h, reading each position's keys (all KV heads, one
+// contiguous row of the pool) once; query head h uses KV head h / group.
+inline void dot_keys(const float* query, int64_t kv_heads, int64_t group, int64_t head_dim, const float* k_data,
+                     const int32_t* table, int64_t len, int64_t block_size, float* scores) {
+  const int64_t row_size = kv_heads * head_dim;
 #if defined(__AVX512F__)
   if (head_dim % 16 == 0 && head_dim <= 256) {
     const int64_t chunks = head_dim / 16;
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
-      const float* key = k_data + (slot * kv_heads + kvh) * head_dim;
-      __m512 k_vec[16];
-      for (int64_t c = 0; c < chunks; ++c) k_vec[c] = _mm512_loadu_ps(key + 16 * c);
-      for (int64_t g = 0; g < group; ++g) {
-        const float* qg = query + g * head_dim;
-        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qg), k_vec[0]);
-        for (int64_t c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), k_vec[c], acc);
-        scores[g * len + t] = _mm512_reduce_add_ps(acc);
+    for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
+      const float* row = k_data + slot * row_size;
+      for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
+        __m512 k_vec[16];
+        for (int64_t c = 0; c < chunks; ++c) k_vec[c] = _mm512_loadu_ps(row + kvh * head_dim + 16 * c);
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t h = kvh * group + g;
+          const float* qh = query + h * head_dim;
+          __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), k_vec[0]);
+          for (int64_t c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), k_vec[c], acc);
+          scores[h * len + t] = _mm512_reduce_add_ps(acc);
+        }
       }
-    }
+    });
     return;
   }
 #endif
-  for (int64_t t = 0; t < len; ++t) {
-    const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
-    const float* key = k_data + (slot * kv_heads + kvh) * head_dim;
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = query + g * head_dim;
+  for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
+    const float* row = k_data + slot * row_size;
+    for (int64_t h = 0; h < kv_heads * group; ++h) {
+      const float* key = row + (h / group) * head_dim;
+      const float* qh = query + h * head_dim;
       float dot = 0.f;
-      for (int64_t d = 0; d < head_dim; ++d) dot += qg[d] * key[d];
-      scores[g * len + t] = dot;
+      for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * key[d];
+      scores[h * len + t] = dot;
     }
-  }
+  });
 }
+
+#if defined(__AVX512F__)
+// e^x for x <= 0 (scores minus their maximum): 2^k · e^r with r = x - k·ln2 in [-ln2/2, ln2/2] and a degree-7
+// Taylor polynomial for e^r (relative error < 1e-8, below float precision).
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));  // below this e^x underflows anyway
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);  // ln2 split in two for precision
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, k);
+}
+#endif
 
 // In place: s = softmax(s) over n scores.
 inline void softmax(float* s, int64_t n) {
   float peak = -std::numeric_limits<float>::infinity();
   for (int64_t t = 0; t < n; ++t) peak = std::max(peak, s[t]);
   float total = 0.f;
-  for (int64_t t = 0; t < n; ++t) {
-    s[t] = expf(s[t] - peak);
+  int64_t t = 0;
+#if defined(__AVX512F__)
+  const __m512 shift = _mm512_set1_ps(peak);
+  __m512 sum = _mm512_setzero_ps();
+  for (; t + 16 <= n; t += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + t), shift));
+    _mm512_storeu_ps(s + t, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  total = _mm512_reduce_add_ps(sum);
+#endif
+  for (; t < n; ++t) {
+    s[t] = std::exp(s[t] - peak);
     total += s[t];
   }
   const float inv = 1.f / total;
-  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+  for (t = 0; t < n; ++t) s[t] *= inv;
 }
 
 }  // namespace
@@ -120,37 +167,35 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
   }
   const float fscale = static_cast<float>(scale);
 
-  at::parallel_for(0, num_seqs * kv_heads, 1, [&](int64_t begin, int64_t end) {
+  // One task per sequence: its K and V rows are read once, contiguously within each block, for all heads.
+  at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
-    std::vector<float> query(group * head_dim);
-    std::vector<float> acc(group * head_dim);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / kv_heads, kvh = task % kv_heads;
+    std::vector<float> query(heads * head_dim);
+    std::vector<float> acc(heads * head_dim);
+    for (int64_t b = begin; b < end; ++b) {
       const int64_t len = lens[b];
       const int32_t* table = tables + b * table_width;
-      scores.resize(group * len);
-      for (int64_t g = 0; g < group; ++g) {
-        const float* src = q_data + row_ids[b] * q_row_stride + (kvh * group + g) * q_head_stride;
-        for (int64_t d = 0; d < head_dim; ++d) query[g * head_dim + d] = src[d] * fscale;
+      scores.resize(heads * len);
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* src = q_data + row_ids[b] * q_row_stride + h * q_head_stride;
+        for (int64_t d = 0; d < head_dim; ++d) query[h * head_dim + d] = src[d] * fscale;
       }
-      dot_keys(query.data(), group, head_dim, k_data, table, len, block_size, kv_heads, kvh, scores.data());
-      for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * len, len);
+      dot_keys(query.data(), kv_heads, group, head_dim, k_data, table, len, block_size, scores.data());
+      for (int64_t h = 0; h < heads; ++h) softmax(scores.data() + h * len, len);
       // out = softmax · v
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = 0; t < len; ++t) {
-        const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
-        const float* value = v_data + (slot * kv_heads + kvh) * head_dim;
-        for (int64_t g = 0; g < group; ++g) {
-          const float p = scores[g * len + t];
-          float* a = acc.data() + g * head_dim;
+      const int64_t row_size = kv_heads * head_dim;
+      for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
+        const float* row = v_data + slot * row_size;
+        for (int64_t h = 0; h < heads; ++h) {
+          const float p = scores[h * len + t];
+          const float* value = row + (h / group) * head_dim;
+          float* a = acc.data() + h * head_dim;
 #pragma omp simd
           for (int64_t d = 0; d < head_dim; ++d) a[d] += p * value[d];
         }
-      }
-      for (int64_t g = 0; g < group; ++g) {
-        float* dst = out_data + (row_ids[b] * heads + kvh * group + g) * head_dim;
-        std::copy(acc.begin() + g * head_dim, acc.begin() + (g + 1) * head_dim, dst);
-      }
+      });
+      std::copy(acc.begin(), acc.end(), out_data + row_ids[b] * heads * head_dim);
     }
   });
 }
