@@ -55,6 +55,8 @@ class ReleaseGate:
         if (not final and self._offset == 0 and _CLOSED_WORD.fullmatch(raw[cut:])
                 and not _ASSIGNMENT.search(raw)):
             cut = len(raw)  # the answer's first word closed by punctuation ("Sure,"): no need to wait
+        if cut == 0:  # all of it is still held (a word in progress): nothing to release, nothing to check yet
+            return Release()
         before = len(self._before)
         findings = [Finding(max(0, f.start - before), f.end - before, f.category, f.detector)
                     for f in rule_check(self._before + raw, self.policy, injection=False).findings if f.end > before]
@@ -68,7 +70,7 @@ class ReleaseGate:
             self.stopped = True
             self._pending = ""
             return Release(denied=self._shifted(denied))
-        if cut == 0:
+        if cut == 0:  # a match may still grow from the very start
             return Release()
         redactable = [f for f in ready if f.category != DENY_CATEGORY
                       and self.policy.action(f.category) is PolicyAction.REDACT]
