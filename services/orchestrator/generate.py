@@ -94,6 +94,7 @@ class PreparedGeneration:
     tools: list[dict] | None = None
 
     tenant: str = "default"
+    priority: int = 0  # the engine's scheduling priority (metering sets it at admission); not a sampling parameter
     cacheable: bool = True  # cleared when safety finds content (e.g. PII) that must not be stored
     cache_status: str | None = None  # "hit" | "miss" once run() has looked
 
@@ -235,7 +236,7 @@ class Generator:
             return None
         deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
         return cache_key(tenant=prepared.tenant, deployment=deployment, prompt_ids=prepared.prompt_ids,
-                         params=params, stops=prepared.stops, extra="tools" if prepared.tool_markup else "")
+                         params=params, stops=prepared.stops, tools=prepared.tool_markup)
 
     async def _generate(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
         usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
@@ -282,7 +283,8 @@ class Generator:
                 route.reservation = self.router.reserve(deployment)  # routed without one (e.g. a test): count it now
             started, first_token_s, ok = time.monotonic(), None, False
             tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
-                                     model_name=deployment.triton_model if deployment else None, tally=tally)
+                                     model_name=deployment.triton_model if deployment else None, tally=tally,
+                                     priority=prepared.priority)
             try:
                 async for chunk in tokens:
                     if first_token_s is None:

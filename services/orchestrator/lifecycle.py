@@ -63,7 +63,7 @@ class RequestLifecycle:
             if run.chat.messages != chat.messages:  # a stage rewrote the prompt: tokenise what the model will see
                 prepared = planner.reprepare(prepared, run.chat)
             run.apply(prepared)
-            prepared.params.priority = priority
+            prepared.priority = priority
         except BaseException:
             prepared.release()
             raise

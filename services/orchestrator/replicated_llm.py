@@ -65,7 +65,8 @@ class ReplicatedLLM:
         self._probing = asyncio.create_task(loop())
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
-                     model_name: str | None = None, tally: TokenTally | None = None) -> AsyncIterator[LLMChunk]:
+                     model_name: str | None = None, tally: TokenTally | None = None,
+                     priority: int = 0) -> AsyncIterator[LLMChunk]:
         model = model_name or self.model_name
         attempts = self.selector.order(self.selector.key(prompt_ids, model, conversation_affinity.get()))
         failure: ApiError | None = None
@@ -73,7 +74,7 @@ class ReplicatedLLM:
             if not replica.breaker.allow():  # a half-open replica whose one trial request is already out
                 continue
             self.selector.started(replica)
-            tokens = self.clients[replica.name].stream(request_id, prompt_ids, params, model, tally)
+            tokens = self.clients[replica.name].stream(request_id, prompt_ids, params, model, tally, priority=priority)
             produced, failed = False, None  # failed stays None when the client went away before the first token
             try:
                 async for chunk in tokens:

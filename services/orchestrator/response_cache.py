@@ -1,20 +1,23 @@
 """Exact-match response cache for deterministic requests (greedy, or sampled with a fixed seed).
 
 The key covers the tenant, the deployment, the prompt as token ids (so equivalent message lists that render to the
-same prompt share an entry) and every sampling parameter. Entries expire after a TTL and the cache is bounded (LRU).
-A hit is replayed as the same sequence of deltas, so streaming clients see a normal stream.
+same prompt share an entry), every sampling parameter that changes the output, the stop strings and whether tool
+markup is kept. It lists those fields by name: a field added to LLMParams joins the key only when it is added here,
+so scheduling (priority) and the prefix-cache namespace (covered by the tenant) never split the cache. Entries
+expire after a TTL and the cache is bounded (LRU). A hit is replayed as the same sequence of deltas, so streaming
+clients see a normal stream.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from services.orchestrator.triton_llm import LLMParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +28,18 @@ class CachedResponse:
     completion_tokens: int
 
 
-def cache_key(*, tenant: str, deployment: str, prompt_ids: Sequence[int], params: Any, stops: Sequence[str],
-              extra: str = "") -> str:
+def sampling_key(params: LLMParams) -> dict:
+    """The sampling parameters that change what the engine produces."""
+    return {"max_tokens": params.max_tokens, "end_id": params.end_id, "temperature": params.temperature,
+            "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
+            "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
+            "repetition_penalty": params.repetition_penalty, "min_tokens": params.min_tokens}
+
+
+def cache_key(*, tenant: str, deployment: str, prompt_ids: Sequence[int], params: LLMParams, stops: Sequence[str],
+              tools: bool = False) -> str:
     payload = json.dumps({"tenant": tenant, "deployment": deployment, "prompt": list(prompt_ids),
-                          "params": dataclasses.asdict(params), "stops": list(stops), "extra": extra},
+                          "sampling": sampling_key(params), "stops": list(stops), "tools": tools},
                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -27,6 +27,9 @@ LLM_MODEL = "tensorrt_llm"
 
 @dataclass(slots=True)
 class LLMParams:
+    """What the engine samples with. Scheduling priority is not here: it changes when a request runs, not what it
+    produces, so it is passed to `stream` on its own and stays out of the response-cache key."""
+
     max_tokens: int
     end_id: int
     temperature: float = 1.0
@@ -37,7 +40,6 @@ class LLMParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     min_tokens: int = 0
-    priority: int = 0
     cache_salt_id: int | None = None  # prefix-cache namespace (None: shared by every request of the deployment)
 
 
@@ -49,7 +51,7 @@ def _input(name: str, value: np.ndarray) -> InferInput:
     return tensor
 
 
-def build_inputs(prompt_ids: list[int], params: LLMParams) -> list[InferInput]:
+def build_inputs(prompt_ids: list[int], params: LLMParams, priority: int = 0) -> list[InferInput]:
     scalars: list[tuple[str, np.ndarray]] = [
         ("input_lengths", np.array([[len(prompt_ids)]], dtype=np.int32)),
         ("request_output_len", np.array([[params.max_tokens]], dtype=np.int32)),
@@ -63,7 +65,7 @@ def build_inputs(prompt_ids: list[int], params: LLMParams) -> list[InferInput]:
         ("min_tokens", np.array([[params.min_tokens]], dtype=np.int32)),
         ("streaming", np.array([[True]], dtype=np.bool_)),
         ("exclude_input_in_output", np.array([[True]], dtype=np.bool_)),
-        ("priority", np.array([[params.priority]], dtype=np.int32)),
+        ("priority", np.array([[priority]], dtype=np.int32)),
     ]
     if params.seed is not None:
         scalars.append(("seed", np.array([[params.seed % 2**64]], dtype=np.uint64)))
@@ -118,7 +120,8 @@ class TritonLLM:
         return LLMChunk([int(t) for t in ids.reshape(-1)[: int(lengths.reshape(-1)[0])]], cached)
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
-                     model_name: str | None = None, tally: TokenTally | None = None) -> AsyncIterator[LLMChunk]:
+                     model_name: str | None = None, tally: TokenTally | None = None,
+                     priority: int = 0) -> AsyncIterator[LLMChunk]:
         """Yields new token ids until the engine ends the request. Closing the iterator early (the client went
         away, a stop string matched) stops the request in the engine — TensorRT-LLM's `stop` request, then the
         last tokens are drained into `tally` — and cancels the gRPC stream if that takes too long."""
@@ -127,7 +130,7 @@ class TritonLLM:
         call = start_triton_call(model, f"{request_id}:{uuid.uuid4().hex[:8]}", method="ModelStreamInfer")
         triton_id = call.request_id
         tally = tally if tally is not None else TokenTally()
-        inputs = build_inputs(prompt_ids, params)
+        inputs = build_inputs(prompt_ids, params, priority)
         outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length"),
                    InferRequestedOutput("kv_cache_reused_blocks")]
 

@@ -147,7 +147,7 @@ class FakeTriton:
         self.ready = True
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
-                     tally: TokenTally | None = None) -> AsyncIterator[LLMChunk]:
+                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
         self.calls += 1
         try:
             await asyncio.sleep(self.delay_s)

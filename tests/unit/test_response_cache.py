@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
-from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
-from services.orchestrator.triton_llm import LLMParams
+from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key, sampling_key
+from services.orchestrator.triton_llm import LLMParams, build_inputs
 
 
 class Clock:
@@ -26,6 +29,27 @@ def test_key_covers_tenant_deployment_prompt_params_and_stops() -> None:
                    {"params": LLMParams(max_tokens=9, end_id=2)}, {"params": LLMParams(max_tokens=8, end_id=2,
                                                                                       seed=1)}):
         assert cache_key(**{**base, **change}) != key, change
+    assert cache_key(**{**base, "tools": True}) != key
+
+
+def test_key_lists_every_sampling_parameter_and_nothing_else() -> None:
+    """A new LLMParams field must be placed deliberately: in the key (it changes the output) or out of it."""
+    outside = {"cache_salt_id"}  # the prefix-cache namespace: the tenant, already in the key, decides it
+    fields = {f.name for f in dataclasses.fields(LLMParams)}
+    assert set(sampling_key(LLMParams(max_tokens=1, end_id=2))) == fields - outside
+    assert not hasattr(LLMParams(max_tokens=1, end_id=2), "priority")  # scheduling is passed to stream() on its own
+
+
+def test_prefix_cache_salt_does_not_split_the_key() -> None:
+    params = LLMParams(max_tokens=8, end_id=2, temperature=0.0, top_k=1)
+    base = dict(tenant="t", deployment="d", prompt_ids=[1, 2, 3], stops=[])
+    assert cache_key(params=params, **base) == cache_key(params=dataclasses.replace(params, cache_salt_id=7), **base)
+
+
+def test_priority_reaches_triton_as_its_own_input() -> None:
+    inputs = {tensor.name(): tensor for tensor in build_inputs([1, 2], LLMParams(max_tokens=4, end_id=2), priority=7)}
+    assert inputs["priority"].datatype() == "INT32"
+    assert np.frombuffer(inputs["priority"]._raw_content, dtype=np.int32).tolist() == [7]
 
 
 def test_ttl_expiry_and_lru_bound() -> None:

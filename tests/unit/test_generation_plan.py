@@ -1,0 +1,86 @@
+"""The generation plan through the real Generator with a scripted LLM (no Triton): scheduling priority reaches the
+engine but not the response-cache key, and the sampling parameters do."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
+from services.orchestrator.chat_request import parse_chat_request
+from services.orchestrator.generate import Generator, PreparedGeneration
+from services.orchestrator.response_cache import ResponseCache
+from services.orchestrator.triton_llm import LLMChunk, LLMParams, TokenTally
+
+
+class RecordingLLM:
+    """Streams `tokens` one-token chunks and records each call's model and priority."""
+
+    def __init__(self, tokens: int = 3) -> None:
+        self.tokens = tokens
+        self.calls: list[tuple[str, int]] = []
+
+    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
+                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+        self.calls.append((model_name or "", priority))
+        for _ in range(min(self.tokens, params.max_tokens)):
+            if tally is not None:
+                tally.received += 1
+            yield LLMChunk([5], 0)
+
+
+def deployment(name: str, tokenizer) -> Deployment:
+    return Deployment(name=name, triton_model=f"llm_{name}", checkpoint_dir=Path("/nowhere"), tokenizer=tokenizer,
+                      context_window=512)
+
+
+@pytest.fixture
+def generator(demo_tokenizer) -> Generator:
+    catalog = ModelCatalog([ModelEntry("sluice-small", [(deployment("small-v1", demo_tokenizer), 100)])])
+    return Generator(catalog, RecordingLLM(), cache=ResponseCache())  # type: ignore[arg-type]
+
+
+def chat(**extra):
+    return parse_chat_request({"model": "sluice-small", "messages": [{"role": "user", "content": "Hi there"}],
+                               "max_tokens": 3, "temperature": 0, **extra})
+
+
+def prepared(generator: Generator, priority: int = 0, **extra) -> PreparedGeneration:
+    plan = generator.prepare(chat(**extra), tenant="t")
+    plan.release()  # only the key is looked at
+    plan.priority = priority
+    return plan
+
+
+def test_priority_does_not_change_the_cache_key(generator: Generator) -> None:
+    key = generator._cache_key(prepared(generator, priority=0))
+    assert key is not None and generator._cache_key(prepared(generator, priority=97)) == key
+
+
+@pytest.mark.parametrize("change", [{"temperature": 0.7, "seed": 1}, {"seed": 3}, {"max_tokens": 4}])
+def test_sampling_parameters_change_the_cache_key(generator: Generator, change: dict) -> None:
+    assert generator._cache_key(prepared(generator, **change)) != generator._cache_key(prepared(generator))
+
+
+def test_a_busier_tenant_still_hits_the_cache_and_priority_reaches_the_engine(generator: Generator) -> None:
+    async def answer(priority: int) -> tuple[str, str | None]:
+        plan = generator.prepare(chat(), tenant="t")
+        plan.priority = priority
+        text = "".join([getattr(event, "text", "") async for event in generator.run(plan, "req")])
+        return text, plan.cache_status
+
+    first, status = asyncio.run(answer(priority=100))
+    assert status == "miss" and generator.llm.calls == [("llm_small-v1", 100)]
+    again, status = asyncio.run(answer(priority=98))  # two more requests of the tenant in flight: lower priority
+    assert status == "hit" and again == first and len(generator.llm.calls) == 1
+
+
+def test_prefix_cache_salt_is_per_tenant_but_not_a_cache_key_field(generator: Generator) -> None:
+    plan = prepared(generator)
+    assert plan.params.cache_salt_id is not None
+    salted = dataclasses.replace(plan, params=dataclasses.replace(plan.params, cache_salt_id=1))
+    assert generator._cache_key(salted) == generator._cache_key(plan)
