@@ -374,6 +374,10 @@ def _texts(events: list) -> list[str]:
 
 
 def test_output_guard_redacts_pii_locally_and_releases_text_as_it_arrives() -> None:
+    from services.common.metrics import METRICS
+
+    redactions = METRICS.safety_actions.labels("output", "redact", "pii.email")
+    counted = redactions._value.get()
     safety = FakeSafety()
     events = _collect(OutputGuard(Stage(_spec("output_guard")), safety),
                       _events("Mail ", "jane.doe@", "gmail.com", " now", " please."))
@@ -383,6 +387,7 @@ def test_output_guard_redacts_pii_locally_and_releases_text_as_it_arrives() -> N
     assert events[-1].reason == "stop"
     assert "".join(safety.chunks) == "Mail [EMAIL] now please."  # the classifier sees the released text only
     assert safety.opening.policy_id == policy_id_for("default") and safety.opening.request_id == "r"
+    assert redactions._value.get() == counted + 1  # the dashboard's output redactions come from here now
 
 
 def test_a_tenants_policy_from_the_safety_service_applies() -> None:

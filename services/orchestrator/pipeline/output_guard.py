@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
+from services.common.metrics import record_safety
 from services.common.telemetry import outgoing_metadata
 from services.orchestrator.generate import Finished, TextDelta, Usage
 from services.orchestrator.pipeline.input_guard import policy_id_for
@@ -215,10 +216,13 @@ class OutputGuard:
                     gate = ReleaseGate(await windows.policy())
                 step = gate.finish() if final else gate.feed(text)
                 if step.denied:
+                    record_safety("output", "stop", [f.category for f in step.denied])
                     return False
-                if step.redacted and not redacted_once and on_redact is not None:
-                    redacted_once = True
-                    on_redact()
+                if step.redacted:  # counted here, where output PII is redacted now (rare: not per token)
+                    record_safety("output", "redact", [f.category for f in step.redacted])
+                    if not redacted_once and on_redact is not None:
+                        redacted_once = True
+                        on_redact()
                 ready += step.text
                 unsent += step.text
                 windows.check()
