@@ -399,6 +399,7 @@ def test_a_tenants_policy_from_the_safety_service_applies() -> None:
     events = _collect(OutputGuard(Stage(_spec("output_guard")), denied),
                       _events("About ", "project zephyr", ": it is ", "secret"))
     assert "zephyr" not in "".join(_texts(events)) and events[-1].reason == "content_filter"
+    assert events[-1].categories == ["deny_list"]  # what the audit log and the final chunk name
 
 
 def test_text_runs_ahead_of_the_classifier_by_at_most_the_bound() -> None:

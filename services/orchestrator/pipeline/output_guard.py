@@ -195,10 +195,12 @@ class OutputGuard:
             if self.stage.name not in degraded:
                 degraded.append(self.stage.name)
 
+        denied: list[str] = []  # deny-list categories, when the rules stopped the answer
+
         def stopped(usage: Usage | None = None) -> Finished:
             decision = windows.stop if windows is not None else None
-            categories = [c.category for c in (decision.categories if decision else []) if c.triggered]
-            log.info("request %s: output stopped by the safety service (%s)", request_id, ",".join(categories))
+            categories = denied or [c.category for c in (decision.categories if decision else []) if c.triggered]
+            log.info("request %s: output stopped (%s)", request_id, ",".join(categories))
             return Finished(CONTENT_FILTER, usage or Usage(prompt_tokens(), completion_tokens), categories)
 
         async def moderate(text: str, final: bool) -> bool:
@@ -216,7 +218,8 @@ class OutputGuard:
                     gate = ReleaseGate(await windows.policy())
                 step = gate.finish() if final else gate.feed(text)
                 if step.denied:
-                    record_safety("output", "stop", [f.category for f in step.denied])
+                    denied.extend(sorted({f.category for f in step.denied}))
+                    record_safety("output", "stop", denied)
                     return False
                 if step.redacted:  # counted here, where output PII is redacted now (rare: not per token)
                     record_safety("output", "redact", [f.category for f in step.redacted])
