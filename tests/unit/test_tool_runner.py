@@ -132,6 +132,33 @@ def test_server_tools_run_and_the_model_answers_with_usage_summed() -> None:
     assert generator.rounds[1]["prefill"] == ""
 
 
+def test_later_server_tool_rounds_keep_the_first_rounds_priority_tenant_and_cacheability() -> None:
+    class Recording(ScriptedGenerator):
+        def __init__(self, *outputs: list[str]) -> None:
+            super().__init__(*outputs)
+            self.plans: list[PreparedGeneration] = []
+
+        async def run(self, prepared: PreparedGeneration, request_id: str):
+            self.plans.append(prepared)
+            async for event in super().run(prepared, request_id):
+                yield event
+
+    generator = Recording([CALL], [CALL], ["done"])
+    chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "What is 12 + 30?"}],
+                               "server_tools": ["calculator"]})
+    runner = ToolRunner(generator, builtin_registry())  # type: ignore[arg-type]
+    first = runner.prepare(chat, tenant="acme")
+    first.priority, first.tenant, first.cacheable = 297, "acme", False  # as admission and the input guard left it
+
+    async def collect() -> list:
+        return [event async for event in runner.run(chat, first, "req")]
+
+    assert content(asyncio.run(collect())) == "done"
+    assert len(generator.plans) == 3 and generator.plans[0] is first
+    assert [(p.priority, p.tenant, p.cacheable) for p in generator.plans] == [(297, "acme", False)] * 3
+    assert [r["tenant"] for r in generator.rounds] == ["acme"] * 3
+
+
 def test_server_tool_errors_are_fed_back_to_the_model() -> None:
     generator = ScriptedGenerator(['<tool_call>{"name": "calculator", "arguments": {"expression": "1/0"}}'
                                    "</tool_call>"], ["Cannot divide by zero."])

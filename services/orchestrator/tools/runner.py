@@ -127,6 +127,7 @@ class ToolRunner:
             finally:
                 await plain.aclose()  # closes the generation now, so its tokens are counted before usage is written
             return
+        first = prepared
         try:
             total = Usage(prompt_tokens=0)
             messages = list(chat.messages)
@@ -175,9 +176,17 @@ class ToolRunner:
                     yield ServerToolRan(call, result)
                     messages.append(ChatMessage(role="tool", content=result.as_message_content(), tool_call_id=call.id))
                 round_index += 1
-                prepared = self._prepare_round(chat, messages, round_index, tenant=prepared.tenant)
+                prepared = _same_request(first, self._prepare_round(chat, messages, round_index, tenant=first.tenant,
+                                                                    request_id=request_id))
         finally:
             prepared.release()  # a round prepared but closed before its generation started keeps no place
+
+
+def _same_request(first: PreparedGeneration, later: PreparedGeneration) -> PreparedGeneration:
+    """A later round is the same admitted request: it keeps the first round's scheduling priority, tenant and
+    cacheability (cleared when a guard found PII, which the tool results do not undo)."""
+    later.priority, later.tenant, later.cacheable = first.priority, first.tenant, first.cacheable
+    return later
 
 
 @dataclass(slots=True)
