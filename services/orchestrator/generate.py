@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from engine.tokenizer import ChatTemplateError
+from engine.tokenizer import ChatTemplateError, ChatTokenizer, IncrementalDetokenizer
 from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
@@ -104,6 +104,11 @@ class PreparedGeneration:
         rejection, a client gone before the stream started) calls it itself. Safe to call more than once."""
         if self.route is not None and self.route.reservation is not None:
             self.route.reservation.release()
+
+    @property
+    def tokenizer(self) -> ChatTokenizer:
+        """The serving deployment's tokenizer (a canary or a fallback may not share the model's primary one)."""
+        return self.route.deployment.tokenizer if self.route is not None else self.entry.tokenizer
 
     def headers(self) -> dict[str, str]:
         headers = self.route.headers() if self.route else {"x-sluice-model": self.entry.name}
@@ -240,7 +245,7 @@ class Generator:
 
     async def _generate(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
         usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
-        detok = prepared.entry.tokenizer.detokenizer(keep_special=TOOL_MARKUP if prepared.tool_markup else ())
+        detok: IncrementalDetokenizer | None = None  # made at the first token: from the deployment that serves it
         stops = StopStringMatcher(prepared.stops)
         tally = TokenTally()
         account = current_account.get()
@@ -253,6 +258,8 @@ class Generator:
                 usage.prompt_tokens = len(prepared.prompt_ids)
                 usage.completion_tokens += len(chunk.token_ids)
                 usage.cached_prompt_tokens = chunk.cached_prompt_tokens
+                if detok is None:
+                    detok = prepared.tokenizer.detokenizer(keep_special=TOOL_MARKUP if prepared.tool_markup else ())
                 text, stopped = stops.feed(detok.push(chunk.token_ids))
                 yield TextDelta(text, len(chunk.token_ids))  # text may be empty while a character or stop is pending
                 if stopped:
@@ -265,7 +272,7 @@ class Generator:
                 account.add_round(prompt=len(prepared.prompt_ids), completion=tally.received,
                                   cached=tally.cached_prompt_tokens, deployment=deployment)
         if not stopped:
-            tail, stopped = stops.feed(detok.flush())
+            tail, stopped = stops.feed(detok.flush() if detok is not None else "")
             tail += "" if stopped else stops.flush()
             if tail:
                 yield TextDelta(tail, 0)

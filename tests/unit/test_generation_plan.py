@@ -1,5 +1,6 @@
 """The generation plan through the real Generator with a scripted LLM (no Triton): scheduling priority reaches the
-engine but not the response-cache key, and the sampling parameters do."""
+engine but not the response-cache key, and the sampling parameters do; after a fallback the prompt is tokenised and
+the answer detokenised by the deployment that serves it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from services.common.errors import ApiError, unavailable
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import parse_chat_request
-from services.orchestrator.generate import Generator, PreparedGeneration
+from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
 from services.orchestrator.response_cache import ResponseCache
+from services.orchestrator.routing import Router
 from services.orchestrator.triton_llm import LLMChunk, LLMParams, TokenTally
 
 
@@ -84,3 +87,71 @@ def test_prefix_cache_salt_is_per_tenant_but_not_a_cache_key_field(generator: Ge
     assert plan.params.cache_salt_id is not None
     salted = dataclasses.replace(plan, params=dataclasses.replace(plan.params, cache_salt_id=1))
     assert generator._cache_key(salted) == generator._cache_key(plan)
+
+
+# -- fallback to a deployment with another tokenizer -----------------------------------------------------------------
+class ShiftedTokenizer:
+    """One token per character, its code point plus `shift`: two instances with different shifts disagree on
+    every id, so text through the wrong one comes out visibly wrong."""
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+        self.eos_token_id = shift  # below every character's id
+
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        return "".join(m["content"] for m in messages)
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) + self.shift for c in text]
+
+    def detokenizer(self, keep_special=()) -> ShiftedDetokenizer:
+        return ShiftedDetokenizer(self.shift)
+
+
+class ShiftedDetokenizer:
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+
+    def push(self, ids: list[int]) -> str:
+        return "".join(chr(i - self.shift) for i in ids)
+
+    def flush(self) -> str:
+        return ""
+
+
+class EchoLLM:
+    """Answers with the prompt's own token ids (so the text is the prompt again); a model in `fail` is down."""
+
+    def __init__(self, fail: dict[str, ApiError]) -> None:
+        self.fail = fail
+        self.prompts: dict[str, list[int]] = {}
+
+    async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
+                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+        self.prompts[model_name or ""] = list(prompt_ids)
+        if model_name in self.fail:
+            raise self.fail[model_name]
+        for token in prompt_ids[: params.max_tokens]:
+            if tally is not None:
+                tally.received += 1
+            yield LLMChunk([token], 0)
+
+
+def test_after_a_fallback_the_serving_deployments_tokenizer_encodes_and_decodes() -> None:
+    old, new = ShiftedTokenizer(1000), ShiftedTokenizer(5000)
+    small, large = deployment("small-v1", old), deployment("large-v1", new)
+    catalog = ModelCatalog([ModelEntry("sluice-small", [(small, 100)], fallback="sluice-large"),
+                            ModelEntry("sluice-large", [(large, 100)])])
+    llm = EchoLLM(fail={"llm_small-v1": unavailable("down")})
+    generator = Generator(catalog, llm, router=Router(catalog))  # type: ignore[arg-type]
+    plan = generator.prepare(parse_chat_request({"model": "sluice-small", "max_tokens": 8,
+                                                 "messages": [{"role": "user", "content": "Hi there"}]}))
+
+    async def answer() -> list:
+        return [event async for event in generator.run(plan, "req")]
+
+    events = asyncio.run(answer())
+    assert llm.prompts == {"llm_small-v1": old.encode("Hi there"), "llm_large-v1": new.encode("Hi there")}
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi there"
+    assert plan.route.deployment.name == "large-v1" and plan.params.end_id == new.eos_token_id
+    assert events[-1].usage.prompt_tokens == 8
