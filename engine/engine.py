@@ -40,6 +40,11 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     cache_salt: str = ""  # mixed into block hashes (model identity; tenants add their own)
     native_kernels: bool = True  # use engine/kernels where built and applicable (else the PyTorch fallback)
+    # Intra-op threads: a step computing at least parallel_min_tokens tokens uses max_threads, a smaller one a
+    # single thread (its parallel regions would be too short to pay for waking a second thread, and on a small
+    # machine that thread's core is often busy with the server around the engine). None: leave torch's setting.
+    max_threads: int | None = None
+    parallel_min_tokens: int = 32
 
 
 @dataclass(slots=True)
@@ -92,6 +97,7 @@ class Engine:
         self._steps = self._cancellations = 0
         self._last_batch = ScheduledBatch()
         self._slots_allocated = self._slots_filled = 0
+        self._threads = 0  # the intra-op threads last set (0: not yet)
         self.step_listener: Callable[[ScheduledBatch], None] | None = None  # e.g. metrics, called after each step
 
     # -- intake ----------------------------------------------------------------------------------------------------
@@ -153,6 +159,7 @@ class Engine:
             if self.step_listener is not None:
                 self.step_listener(batch)  # cancellations may have changed the state
             return 0
+        self._set_threads(batch.total_tokens)
         tables = [self.blocks.block_ids(seq.request_id) for seq in batch.seqs]
         try:
             logits = self.runner.execute(batch, tables)
@@ -176,6 +183,15 @@ class Engine:
         if self.step_listener is not None:
             self.step_listener(batch)
         return batch.total_tokens
+
+    def _set_threads(self, tokens: int) -> None:
+        limit = self.config.max_threads
+        if limit is None:
+            return
+        wanted = limit if tokens >= self.config.parallel_min_tokens else 1
+        if wanted != self._threads:
+            torch.set_num_threads(wanted)
+            self._threads = wanted
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
         if not seqs:

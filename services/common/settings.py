@@ -56,8 +56,8 @@ class Settings:
     # three Triton ports + i·TRITON_REPLICA_PORT_STEP, and the orchestrator routes LLM requests across them.
     triton_replicas: int = 1
     kv_cache_mb: int = 256  # SLUICE_KV_CACHE_MB: the CPU engine's KV-cache pool per LLM slot and replica
-    # SLUICE_ENGINE_THREADS: intra-op threads of each CPU engine (torch/OpenMP); 0 picks one per core left after
-    # the rest of the stack's share (1 on a 2-core machine, where a second OpenMP thread waits on busy cores)
+    # SLUICE_ENGINE_THREADS: the most intra-op threads (torch/OpenMP) a CPU engine step uses; 0: one per core. Steps
+    # computing fewer than 32 tokens always run on one thread (engine.EngineConfig.parallel_min_tokens).
     engine_threads: int = 0
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
@@ -73,6 +73,9 @@ class Settings:
     safety_port: int = 50053  # the safety service (gRPC), called by the orchestrator's guard stages
     milvus_uri: str | None = None  # SLUICE_MILVUS_URI (a Milvus server); None means Milvus Lite <run_dir>/milvus.db
     redis_url: str | None = None  # SLUICE_REDIS_URL: rate limits shared by replicas in Redis; None: in-process
+    # SLUICE_STREAM_IDLE_TIMEOUT_S: a response stream whose client takes no message for this long (it stopped
+    # reading: Envoy's buffers and the HTTP/2 window are full) is ended and its generation stopped
+    stream_idle_timeout_s: float = 30.0
     auth_cache_s: float = 5.0  # how long an authentication result is reused (a revoked key works at most this long)
     tiers_path: Path = field(default_factory=lambda: REPO_ROOT / "config" / "tiers.yaml")
     # Observability. Traces: OTLP/gRPC to SLUICE_OTLP_ENDPOINT (any collector), else to Sluice's own receiver on
@@ -107,6 +110,8 @@ class Settings:
             raise ValueError(f"ports must be distinct, got {ports}")
         if not 0.0 <= self.trace_sample_rate <= 1.0:
             raise ValueError(f"trace_sample_rate must be in [0, 1], got {self.trace_sample_rate}")
+        if self.stream_idle_timeout_s <= 0:
+            raise ValueError(f"stream_idle_timeout_s must be positive, got {self.stream_idle_timeout_s}")
         if self.slo_ttft_ms <= 0 or self.slo_tpot_ms <= 0:
             raise ValueError("SLO thresholds must be positive")
 
@@ -143,6 +148,7 @@ class Settings:
             "orchestrator_metrics_port": _env_int("SLUICE_ORCHESTRATOR_METRICS_PORT", base.orchestrator_metrics_port),
             "safety_metrics_port": _env_int("SLUICE_SAFETY_METRICS_PORT", base.safety_metrics_port),
             "retrieval_metrics_port": _env_int("SLUICE_RETRIEVAL_METRICS_PORT", base.retrieval_metrics_port),
+            "stream_idle_timeout_s": _env_float("SLUICE_STREAM_IDLE_TIMEOUT_S", base.stream_idle_timeout_s),
             "slo_ttft_ms": _env_float("SLUICE_SLO_TTFT_MS", base.slo_ttft_ms),
             "slo_tpot_ms": _env_float("SLUICE_SLO_TPOT_MS", base.slo_tpot_ms),
             "log_level": os.environ.get("SLUICE_LOG_LEVEL") or base.log_level,
@@ -152,8 +158,8 @@ class Settings:
 
     @property
     def resolved_engine_threads(self) -> int:
-        """engine_threads, or when 0: the cores beyond one (kept for Triton, the services and Envoy), at least 1."""
-        return self.engine_threads or max(1, (os.cpu_count() or 1) - 1)
+        """engine_threads, or when 0: one per core."""
+        return self.engine_threads or max(1, os.cpu_count() or 1)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -134,3 +134,18 @@ def test_end_id_stops_and_is_not_emitted(model) -> None:
     engine.run_until_done()
     assert sink.finished is FinishReason.STOP
     assert sink.tokens == expected[: expected.index(expected[2])]
+
+
+def test_small_steps_run_on_one_thread_large_ones_on_max_threads(model) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        engine = make_engine(model, max_threads=2, parallel_min_tokens=8)
+        submit(engine, "long", make_prompt(12, seed=3), greedy(3))
+        engine.step()  # a 12-token prefill
+        assert torch.get_num_threads() == 2
+        engine.step()  # one decode token
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

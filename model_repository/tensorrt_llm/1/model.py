@@ -273,7 +273,8 @@ class TritonPythonModel:
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException("tensorrt_llm must be decoupled (model_transaction_policy)")
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        torch.set_num_threads(int(params.get("torch_threads") or 1))
+        threads = int(params.get("torch_threads") or 1)
+        torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, _ = load_checkpoint(params["checkpoint_dir"], dtype=torch.float32, device=device)
         config = EngineConfig(
@@ -283,7 +284,8 @@ class TritonPythonModel:
             max_num_batched_tokens=int(params.get("max_num_batched_tokens") or 512),
             max_seq_len=int(params.get("max_seq_len") or 0) or None,
             enable_prefix_caching=params.get("enable_kv_cache_reuse", "true").lower() in ("1", "true", "yes"),
-            cache_salt=params["checkpoint_dir"])
+            cache_salt=params["checkpoint_dir"], max_threads=threads,
+            parallel_min_tokens=int(params.get("parallel_min_tokens") or 32))
         self.engine = Engine(model, config)
         self.outbox = _Outbox()
         self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
