@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -79,9 +80,10 @@ def context_length_exceeded(window: int, prompt_tokens: int, completion_tokens: 
                          "completion.", "invalid_request_error", "messages", "context_length_exceeded")
 
 
-@dataclass(slots=True)
-class PreparedGeneration:
-    """A request that passed validation and tokenisation: nothing after this point is the client's fault."""
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    """What planning decided for a request: never changed once made. Admission (`admitted`) and a fallback
+    (Generator._retarget) make a new plan instead, so no module patches one another's fields."""
 
     entry: ModelEntry
     prompt_ids: list[int]
@@ -89,14 +91,69 @@ class PreparedGeneration:
     stops: list[str]
     prefill: str = ""  # text appended after the generation prompt (a forced tool call's opening); not generated
     tool_markup: bool = False  # keep <tool_call> / </tool_call> in the text so the tool-call parser sees them
-    route: RouteDecision | None = None  # which deployment serves it, and why; updated if run() falls back
     template_messages: list[dict] | None = None  # kept to re-tokenise for a fallback deployment
     tools: list[dict] | None = None
-
     tenant: str = "default"
     priority: int = 0  # the engine's scheduling priority (metering sets it at admission); not a sampling parameter
-    cacheable: bool = True  # cleared when safety finds content (e.g. PII) that must not be stored
+    cacheable: bool = True  # False when the input guard found content (e.g. PII) that must not be stored
+
+
+@dataclass(slots=True)
+class PreparedGeneration:
+    """A request that passed validation and tokenisation: nothing after this point is the client's fault. Holds
+    the frozen plan and the state of its run: the route (with its in-flight reservation), the cache lookup, and
+    whether the output guard redacted the answer."""
+
+    plan: GenerationPlan
+    route: RouteDecision | None = None  # which deployment serves it, and why; updated if run() falls back
     cache_status: str | None = None  # "hit" | "miss" once run() has looked
+    output_redacted: bool = False  # set by the output guard: the answer must not be cached either
+
+    @property
+    def entry(self) -> ModelEntry:
+        return self.plan.entry
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.plan.prompt_ids
+
+    @property
+    def params(self) -> LLMParams:
+        return self.plan.params
+
+    @property
+    def stops(self) -> list[str]:
+        return self.plan.stops
+
+    @property
+    def prefill(self) -> str:
+        return self.plan.prefill
+
+    @property
+    def tool_markup(self) -> bool:
+        return self.plan.tool_markup
+
+    @property
+    def tools(self) -> list[dict] | None:
+        return self.plan.tools
+
+    @property
+    def tenant(self) -> str:
+        return self.plan.tenant
+
+    @property
+    def priority(self) -> int:
+        return self.plan.priority
+
+    @property
+    def cacheable(self) -> bool:
+        return self.plan.cacheable and not self.output_redacted
+
+    def admitted(self, *, tenant: str, priority: int, cacheable: bool) -> None:
+        """What admission and the input guard add to the plan (the tenant the stages ran for, the engine priority
+        metering gave, whether the prompt may be stored): set once, before the generation runs."""
+        self.plan = dataclasses.replace(self.plan, tenant=tenant, priority=priority,
+                                        cacheable=self.plan.cacheable and cacheable)
 
     def release(self) -> None:
         """Gives back the request's place in its deployment's in-flight count, if it still holds one. Generator.run
@@ -202,9 +259,9 @@ class Generator:
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
             repetition_penalty=request.repetition_penalty, min_tokens=request.min_tokens,
             cache_salt_id=cache_salt_id(tenant, deployment.prefix_cache))
-        return PreparedGeneration(entry, prompt_ids, params, request.stop, prefill, tool_markup=bool(tools),
-                                  route=route, template_messages=template_messages, tools=tools,
-                                  tenant=tenant or "default")
+        plan = GenerationPlan(entry, prompt_ids, params, request.stop, prefill, tool_markup=bool(tools),
+                              template_messages=template_messages, tools=tools, tenant=tenant or "default")
+        return PreparedGeneration(plan, route=route)
 
     async def run(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
         """Streams the answer: replayed from the response cache for a repeated deterministic request, else
@@ -318,8 +375,9 @@ class Generator:
                                          ttft_s=first_token_s)
 
     def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
-        tokenizer = route.deployment.tokenizer
-        prepared.route, prepared.entry = route, route.entry
-        prepared.prompt_ids = tokenizer.encode(tokenizer.render(prepared.template_messages or [],
-                                                                tools=prepared.tools or None) + prepared.prefill)
-        prepared.params.end_id = tokenizer.eos_token_id
+        tokenizer, plan = route.deployment.tokenizer, prepared.plan
+        prompt_ids = tokenizer.encode(tokenizer.render(plan.template_messages or [], tools=plan.tools or None)
+                                      + plan.prefill)
+        prepared.route = route
+        prepared.plan = dataclasses.replace(plan, entry=route.entry, prompt_ids=prompt_ids,
+                                            params=dataclasses.replace(plan.params, end_id=tokenizer.eos_token_id))

@@ -62,8 +62,7 @@ class RequestLifecycle:
             run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
             if run.chat.messages != chat.messages:  # a stage rewrote the prompt: tokenise what the model will see
                 prepared = planner.reprepare(prepared, run.chat)
-            run.apply(prepared)
-            prepared.priority = priority
+            run.apply(prepared, priority)
         except BaseException:
             prepared.release()
             raise

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 LLM_MODEL = "tensorrt_llm"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LLMParams:
     """What the engine samples with. Scheduling priority is not here: it changes when a request runs, not what it
     produces, so it is passed to `stream` on its own and stays out of the response-cache key."""

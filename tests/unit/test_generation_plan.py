@@ -55,7 +55,7 @@ def chat(**extra):
 def prepared(generator: Generator, priority: int = 0, **extra) -> PreparedGeneration:
     plan = generator.prepare(chat(**extra), tenant="t")
     plan.release()  # only the key is looked at
-    plan.priority = priority
+    plan.admitted(tenant="t", priority=priority, cacheable=True)
     return plan
 
 
@@ -72,7 +72,7 @@ def test_sampling_parameters_change_the_cache_key(generator: Generator, change: 
 def test_a_busier_tenant_still_hits_the_cache_and_priority_reaches_the_engine(generator: Generator) -> None:
     async def answer(priority: int) -> tuple[str, str | None]:
         plan = generator.prepare(chat(), tenant="t")
-        plan.priority = priority
+        plan.admitted(tenant="t", priority=priority, cacheable=True)
         text = "".join([getattr(event, "text", "") async for event in generator.run(plan, "req")])
         return text, plan.cache_status
 
@@ -85,8 +85,27 @@ def test_a_busier_tenant_still_hits_the_cache_and_priority_reaches_the_engine(ge
 def test_prefix_cache_salt_is_per_tenant_but_not_a_cache_key_field(generator: Generator) -> None:
     plan = prepared(generator)
     assert plan.params.cache_salt_id is not None
-    salted = dataclasses.replace(plan, params=dataclasses.replace(plan.params, cache_salt_id=1))
+    salted = PreparedGeneration(dataclasses.replace(plan.plan, params=dataclasses.replace(plan.params,
+                                                                                         cache_salt_id=1)),
+                                route=plan.route)
     assert generator._cache_key(salted) == generator._cache_key(plan)
+
+
+def test_the_plan_cannot_be_patched_after_planning(generator: Generator) -> None:
+    plan = prepared(generator, priority=5)
+    for name, value in (("priority", 0), ("tenant", "other"), ("prompt_ids", [1]), ("params", None)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(plan.plan, name, value)
+        with pytest.raises(AttributeError):
+            setattr(plan, name, value)  # read-only views of the plan
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.params.temperature = 1.0  # type: ignore[misc]
+
+
+def test_an_output_redaction_makes_the_run_uncacheable_without_touching_the_plan(generator: Generator) -> None:
+    plan = prepared(generator)
+    plan.output_redacted = True
+    assert plan.cacheable is False and plan.plan.cacheable is True
 
 
 # -- fallback to a deployment with another tokenizer -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from services.common.circuit_breaker import BreakerState
 from services.common.errors import ApiError
 from services.common.settings import REPO_ROOT, Settings
 from services.orchestrator.chat_request import ChatMessage, ChatRequest, RetrievalOptions, parse_chat_request
-from services.orchestrator.generate import Finished, TextDelta, Usage
+from services.orchestrator.generate import Finished, GenerationPlan, PreparedGeneration, TextDelta, Usage
 from services.orchestrator.pipeline.config import (
     FailurePolicy,
     StageConfigError,
@@ -31,6 +31,7 @@ from services.orchestrator.pipeline.output_guard import OutputGuard
 from services.orchestrator.pipeline.pipeline import ChatPipeline
 from services.orchestrator.pipeline.retrieve import RetrieveStage, fit_budget, search_query
 from services.orchestrator.pipeline.stages import Stage, StageDown, run_stage
+from services.orchestrator.triton_llm import LLMParams
 
 SETTINGS = Settings(safety_port=6001, retrieval_port=6002)
 
@@ -176,6 +177,7 @@ class FakeSafety:
         self.opening: safety_pb2.OutputChunk | None = None
         self.chunks: list[str] = []  # the windows sent for classification
         self.answered = 0  # characters with a verdict sent back
+        self.calls: list[FakeOutputCall] = []
 
     async def _input(self, request: safety_pb2.CheckInputRequest) -> safety_pb2.Verdict:
         self.inputs.append(request)
@@ -196,7 +198,9 @@ class FakeOutputCall:
     def __init__(self, safety: FakeSafety) -> None:
         self.safety = safety
         self.cancelled = False
+        self.ended = False  # half-closed and answered: the RPC is over
         self.answers: asyncio.Queue = asyncio.Queue()
+        safety.calls.append(self)
 
     def _fail(self) -> None:
         if self.safety.fail:
@@ -217,6 +221,13 @@ class FakeOutputCall:
 
     async def done_writing(self) -> None:
         self.answers.put_nowait(safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW, final=True))
+        self.ended = True
+
+    def done(self) -> bool:
+        return self.ended
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
 
     async def read(self) -> safety_pb2.OutputDecision:
         self._fail()
@@ -255,12 +266,9 @@ def test_input_guard_redaction_rewrites_messages_and_disables_caching() -> None:
     assert run.chat.messages[0].content == "mail [EMAIL]" and run.pii
     assert safety.inputs[0].policy_id == "acme"
 
-    class Prepared:
-        cacheable, tenant = True, "default"
-
-    prepared = Prepared()
-    run.apply(prepared)
-    assert prepared.cacheable is False and prepared.tenant == "acme"
+    prepared = PreparedGeneration(GenerationPlan(None, [1], LLMParams(max_tokens=1, end_id=2), []))  # type: ignore[arg-type]
+    run.apply(prepared, priority=7)
+    assert (prepared.cacheable, prepared.tenant, prepared.priority) == (False, "acme", 7)
 
 
 def test_input_guard_down_fails_closed() -> None:
@@ -388,6 +396,7 @@ def test_output_guard_redacts_pii_locally_and_releases_text_as_it_arrives() -> N
     assert "".join(safety.chunks) == "Mail [EMAIL] now please."  # the classifier sees the released text only
     assert safety.opening.policy_id == policy_id_for("default") and safety.opening.request_id == "r"
     assert redactions._value.get() == counted + 1  # the dashboard's output redactions come from here now
+    assert not safety.calls[0].cancelled  # a stream that ended cleanly is not cancelled (no error on the server)
 
 
 def test_a_tenants_policy_from_the_safety_service_applies() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from services.common.errors import ApiError
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request
-from services.orchestrator.generate import Finished, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.generate import Finished, GenerationPlan, PreparedGeneration, TextDelta, Usage
 from services.orchestrator.tools.registry import builtin_registry
 from services.orchestrator.tools.runner import ServerToolRan, ToolCallsReady, ToolCallsRejected, ToolRunner
 from services.orchestrator.triton_llm import LLMParams
@@ -33,8 +33,9 @@ class ScriptedGenerator:
                 tenant: str | None = None, request_id: str | None = None) -> PreparedGeneration:
         self.rounds.append({"messages": [m.as_template_dict() for m in chat.messages], "tools": tools,
                             "prefill": prefill, "tenant": tenant})
-        return PreparedGeneration(None, [0] * 10 * len(self.rounds), LLMParams(max_tokens=64, end_id=2), [],  # type: ignore[arg-type]
-                                  prefill, tool_markup=bool(tools))
+        return PreparedGeneration(GenerationPlan(None, [0] * 10 * len(self.rounds),  # type: ignore[arg-type]
+                                                 LLMParams(max_tokens=64, end_id=2), [], prefill,
+                                                 tool_markup=bool(tools)))
 
     async def run(self, prepared: PreparedGeneration, request_id: str):
         chunks = self.outputs.pop(0)
@@ -148,7 +149,7 @@ def test_later_server_tool_rounds_keep_the_first_rounds_priority_tenant_and_cach
                                "server_tools": ["calculator"]})
     runner = ToolRunner(generator, builtin_registry())  # type: ignore[arg-type]
     first = runner.prepare(chat, tenant="acme")
-    first.priority, first.tenant, first.cacheable = 297, "acme", False  # as admission and the input guard left it
+    first.admitted(tenant="acme", priority=297, cacheable=False)  # as admission and the input guard left it
 
     async def collect() -> list:
         return [event async for event in runner.run(chat, first, "req")]

@@ -58,10 +58,10 @@ class PipelineRun:
         if reason == "content_filter":
             self.blocked_by_output = categories
 
-    def apply(self, prepared: PreparedGeneration) -> None:
-        prepared.tenant = self.tenant
-        if self.pii:
-            prepared.cacheable = False  # never cache content safety found PII in
+    def apply(self, prepared: PreparedGeneration, priority: int) -> None:
+        """Completes the plan with what the stages found (the tenant they ran for; never cache content the input
+        guard found PII in) and the engine priority metering gave."""
+        prepared.admitted(tenant=self.tenant, priority=priority, cacheable=not self.pii)
 
     def headers(self) -> dict[str, str]:
         return {DEGRADED_HEADER: ",".join(self.degraded)} if self.degraded else {}
@@ -143,7 +143,7 @@ class ChatPipeline:
         def moderated(generated: AsyncIterator[Any]) -> AsyncIterator[Any]:
             return output_guard.guard(generated, tenant=run.tenant, request_id=run.request_id,
                                       prompt_tokens=lambda: len(prepared.prompt_ids), degraded=run.degraded,
-                                      on_redact=lambda: setattr(prepared, "cacheable", False))
+                                      on_redact=lambda: setattr(prepared, "output_redacted", True))
 
         return observe_generation(events, run.chat, prepared, run.tenant,
                                   moderated if output_guard is not None else None)

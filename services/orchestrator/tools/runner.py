@@ -185,7 +185,7 @@ class ToolRunner:
 def _same_request(first: PreparedGeneration, later: PreparedGeneration) -> PreparedGeneration:
     """A later round is the same admitted request: it keeps the first round's scheduling priority, tenant and
     cacheability (cleared when a guard found PII, which the tool results do not undo)."""
-    later.priority, later.tenant, later.cacheable = first.priority, first.tenant, first.cacheable
+    later.admitted(tenant=first.tenant, priority=first.priority, cacheable=first.cacheable)
     return later
 
 
