@@ -146,6 +146,7 @@ class _Windows:
             await self.call.done_writing()
             if self.reader is not None:
                 await self.reader
+            await self.call.code()  # the RPC has ended: nothing left to cancel
 
         await self.stage.call(close)
         self.check()
@@ -158,7 +159,8 @@ class _Windows:
                 task.cancel()
             elif not task.cancelled():
                 task.exception()  # retrieved: a failure no one awaited is not logged as lost
-        self.call.cancel()
+        if not self.call.done():
+            self.call.cancel()
 
 
 class OutputGuard:
