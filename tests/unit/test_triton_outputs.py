@@ -1,0 +1,42 @@
+"""The LLM client reads each streamed response's INT32 outputs straight from the proto, as tritonclient would."""
+
+from __future__ import annotations
+
+import numpy as np
+from tritonclient.grpc import service_pb2
+from tritonclient.grpc._infer_result import InferResult
+
+from services.orchestrator.triton_llm import TritonLLM, int32_outputs
+
+
+def _response(**tensors: np.ndarray) -> service_pb2.ModelInferResponse:
+    response = service_pb2.ModelInferResponse(model_name="tensorrt_llm")
+    for name, array in tensors.items():
+        datatype = "INT32" if array.dtype == np.int32 else "FP32"
+        response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        response.raw_output_contents.append(array.tobytes())
+    return response
+
+
+def test_int32_outputs_match_tritonclients_as_numpy() -> None:
+    response = _response(output_ids=np.array([[[17, 4, 99]]], dtype=np.int32),
+                         sequence_length=np.array([[2]], dtype=np.int32),
+                         scores=np.array([0.5], dtype=np.float32),
+                         kv_cache_reused_blocks=np.array([3], dtype=np.int32))
+    found = int32_outputs(response)
+    assert set(found) == {"output_ids", "sequence_length", "kv_cache_reused_blocks"}  # only INT32 tensors
+    reference = InferResult(response)
+    for name, array in found.items():
+        assert array.tolist() == reference.as_numpy(name).reshape(-1).tolist()
+
+
+def test_a_streamed_response_becomes_the_tokens_within_its_length() -> None:
+    llm = TritonLLM.__new__(TritonLLM)  # no client: only the response parsing is under test
+    llm.kv_block_size = 16
+    chunk = llm._chunk(InferResult(_response(output_ids=np.array([[[5, 6, 7]]], dtype=np.int32),
+                                             sequence_length=np.array([[2]], dtype=np.int32),
+                                             kv_cache_reused_blocks=np.array([2], dtype=np.int32))))
+    assert chunk is not None and chunk.token_ids == [5, 6] and chunk.cached_prompt_tokens == 32
+    empty = InferResult(_response(output_ids=np.zeros((1, 1, 0), dtype=np.int32),
+                                  sequence_length=np.array([[0]], dtype=np.int32)))
+    assert llm._chunk(empty) is None
