@@ -27,6 +27,7 @@ from engine.scheduler import ScheduledBatch
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 OPTIONAL_OUTPUTS = frozenset({"kv_cache_reused_blocks", "arrival_time_ns", "first_token_time_ns"})
+CANCEL_CHECK_S = 0.02  # a client's cancellation reaches the engine within this (plus one step)
 GAUGE_REFRESH_S = 0.25  # engine gauges are pushed to Triton at most this often (each push is a call to the server)
 
 
@@ -99,9 +100,16 @@ class _ResponseSink:
         self._cached_tokens = 0
         self._tokens_sent = 0
         self._wanted = frozenset(request.requested_output_names()) or OPTIONAL_OUTPUTS
+        self._cancelled = False
+        self._cancel_checked_at = 0.0
 
     def is_cancelled(self) -> bool:
-        return self._request.is_cancelled()
+        """Asks the server (a round trip) at most every CANCEL_CHECK_S; the engine asks every step."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._cancel_checked_at >= CANCEL_CHECK_S:
+            self._cancel_checked_at = now
+            self._cancelled = self._request.is_cancelled()
+        return self._cancelled
 
     def _response(self, token_ids: list[int]) -> pb_utils.InferenceResponse:
         """output_ids and sequence_length always; the optional outputs only when the client asked for them (each
