@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.tokenizer import ChatTokenizer
 from services.bench.chart import _pyplot
-from services.bench.cpu_cost import cpu_delta, cpu_snapshot, per_token
+from services.bench.cpu_cost import cpu_delta, cpu_snapshot, is_engine, per_token
 from services.bench.serve_metrics import RequestRecord
 from services.bench.serve_targets import GrpcTarget, HttpTarget, Target, TritonTarget
 from services.bench.serve_workload import LengthDist, build_sessions, messages_for
@@ -140,13 +140,16 @@ def write_cost_chart(report: dict, path: Path) -> str | None:
     if plt is None:
         return "matplotlib is not installed (pip install -e '.[bench]')"
     phases = report["phases"]
-    names = sorted({n for p in phases for n in p["cpu_ms"]})
+    # platform processes at the bottom, so their stack reads against the goal line; the engine on top
+    names = sorted({n for p in phases for n in p["cpu_ms"]}, key=lambda n: (is_engine(n), n))
+    colours = plt.get_cmap("tab20").colors
     labels = [f"{p['path']}\nc={p['concurrency']}" for p in phases]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(phases)), 5))
     bottoms = [0.0] * len(phases)
-    for name in names:
+    for k, name in enumerate(names):
         values = [p["cpu_ms_per_token"].get(name, 0.0) for p in phases]
-        ax.bar(range(len(phases)), values, bottom=bottoms, label=name)
+        ax.bar(range(len(phases)), values, bottom=bottoms, label=name, color=colours[k % len(colours)],
+               hatch="//" if is_engine(name) else None)
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     for i, p in enumerate(phases):
         ax.annotate(f"platform {p['cpu_ms_per_token'].get('platform', 0):.2f}", (i, bottoms[i]), ha="center",
@@ -155,7 +158,7 @@ def write_cost_chart(report: dict, path: Path) -> str | None:
     ax.set_xticks(range(len(phases)), labels, fontsize=7)
     ax.set_ylabel("CPU ms per streamed token")
     ax.set_title(f"sluice bench cost {report['meta']['label']} — {report['meta']['started_utc']} "
-                 f"(dashed: platform goal 0.25 ms)", fontsize=9)
+                 f"(hatched: engine; dashed: platform goal 0.25 ms)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
