@@ -28,6 +28,7 @@ from services.orchestrator.replicated_llm import ReplicatedLLM, triton_llm_for
 from services.orchestrator.response_cache import ResponseCache
 from services.orchestrator.routing import Router, load_routing_policy
 from services.orchestrator.size_bound import PromptSizeBound
+from services.orchestrator.stalled_streams import StalledStreamInterceptor
 from services.orchestrator.tenancy.audit import AuditLog
 from services.orchestrator.tenancy.auth import AuthInterceptor
 from services.orchestrator.tenancy.limits import InProcessLimiter
@@ -68,7 +69,8 @@ async def create_server(settings: Settings, address: str | None = None,
     limiter = RedisLimiter(settings.redis_url) if settings.redis_url else InProcessLimiter()
     metering = Metering(limiter, usage, audit_log, on_rejected=record_rate_limited)
     auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
-    server = grpc.aio.server(interceptors=[*server_interceptors("orchestrator", settings), auth],
+    stalled = StalledStreamInterceptor(settings.stream_idle_timeout_s)  # ends streams the client stopped reading
+    server = grpc.aio.server(interceptors=[stalled, *server_interceptors("orchestrator", settings), auth],
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_urls))  # `embedder`, on any replica

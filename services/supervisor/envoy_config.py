@@ -19,6 +19,13 @@ LUA_PATH = ENVOY_DIR / "error_status.lua"
 _LUA_INDENT = " " * 18
 # Largest transcoded response Envoy will buffer (non-streamed bodies only; SSE frames pass one by one).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Edge limits against slow and silent clients and floods (issue S11); the defaults of render_envoy_config.
+CONNECTION_BUFFER_BYTES = 32 * 1024  # Envoy's per-connection buffer, downstream and to the orchestrator
+DOWNSTREAM_SEND_BUFFER_BYTES = 32 * 1024  # SO_SNDBUF of client connections (the kernel doubles it)
+UPSTREAM_STREAM_WINDOW_BYTES = 64 * 1024  # HTTP/2 window per stream towards the orchestrator (65535 at least)
+MAX_DOWNSTREAM_CONNECTIONS = 4096
+MAX_STREAMS_PER_CONNECTION = 100  # concurrent HTTP/2 (native gRPC) streams per downstream connection
+MAX_HEAP_BYTES = 1024 * 1024 * 1024  # the overload manager's heap budget
 
 
 def _port(name: str, value: int) -> int:
@@ -30,6 +37,12 @@ def _port(name: str, value: int) -> int:
 def _positive(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _stream_window(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 65535 <= value <= 2**31 - 1:
+        raise ValueError(f"upstream_stream_window_bytes must be in 65535..2147483647 (HTTP/2), got {value!r}")
     return value
 
 
@@ -58,6 +71,12 @@ def render_envoy_config(
     max_request_bytes: int = 4 * 1024 * 1024,
     otlp_target: str = "127.0.0.1:4317",
     trace_sampling: float = 1.0,
+    connection_buffer_bytes: int = CONNECTION_BUFFER_BYTES,
+    downstream_send_buffer_bytes: int = DOWNSTREAM_SEND_BUFFER_BYTES,
+    upstream_stream_window_bytes: int = UPSTREAM_STREAM_WINDOW_BYTES,
+    max_downstream_connections: int = MAX_DOWNSTREAM_CONNECTIONS,
+    max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+    max_heap_bytes: int = MAX_HEAP_BYTES,
 ) -> Path:
     """Write a complete Envoy v3 bootstrap to `out_path` and return that path.
 
@@ -76,6 +95,12 @@ def render_envoy_config(
         "max_response_bytes": max(MAX_RESPONSE_BYTES, max_request_bytes),
         **_otlp_address(otlp_target),
         "trace_sampling_percent": _sampling_percent(trace_sampling),
+        "connection_buffer_bytes": _positive("connection_buffer_bytes", connection_buffer_bytes),
+        "downstream_send_buffer_bytes": _positive("downstream_send_buffer_bytes", downstream_send_buffer_bytes),
+        "upstream_stream_window_bytes": _stream_window(upstream_stream_window_bytes),
+        "max_downstream_connections": _positive("max_downstream_connections", max_downstream_connections),
+        "max_streams_per_connection": _positive("max_streams_per_connection", max_streams_per_connection),
+        "max_heap_bytes": _positive("max_heap_bytes", max_heap_bytes),
         "lua_source": textwrap.indent(lua.rstrip("\n"), _LUA_INDENT, lambda line: True),
     }
     rendered = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)

@@ -70,6 +70,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_ORCHESTRATOR_METRICS_PORT": str(settings.orchestrator_metrics_port),
         "SLUICE_SAFETY_METRICS_PORT": str(settings.safety_metrics_port),
         "SLUICE_RETRIEVAL_METRICS_PORT": str(settings.retrieval_metrics_port),
+        "SLUICE_STREAM_IDLE_TIMEOUT_S": str(settings.stream_idle_timeout_s),
         "SLUICE_SLO_TTFT_MS": str(settings.slo_ttft_ms),
         "SLUICE_SLO_TPOT_MS": str(settings.slo_tpot_ms),
         "SLUICE_LOG_LEVEL": settings.log_level,
