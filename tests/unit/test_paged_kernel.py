@@ -29,7 +29,8 @@ def _reference(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tabl
     return F.scaled_dot_product_attention(q[None, :, None, :], k, v, enable_gqa=True)[0, :, 0, :]  # [H, D]
 
 
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(8, 4, 32), (4, 4, 16), (6, 2, 24), (2, 1, 64), (6, 3, 16)])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"),
+                         [(8, 4, 32), (4, 4, 16), (6, 2, 24), (2, 1, 64), (6, 3, 16)])
 def test_kernel_matches_gathered_attention(heads: int, kv_heads: int, head_dim: int) -> None:
     generator = torch.Generator().manual_seed(heads * 100 + head_dim)
     block_size, num_blocks = 4, 64
