@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from engine.model import Llama, ModelArgs, load_checkpoint, save_checkpoint
 from services.bench import peers
 from services.bench.chart import write_chart
 from services.bench.drivers import run_mode, run_prefix_reuse, warm_up
+from services.bench.machine import machine_info
 from services.bench.workload import fixed_workload, mixed_workload, shared_prefix_workload
 
 TARGETS = {
@@ -68,20 +68,6 @@ QUICK_LARGE = replace(QUICK, concurrencies=(1, 8, 32), sequential_requests=2, pr
 
 def _print(message: str) -> None:
     print(message, flush=True)
-
-
-def machine_info() -> dict[str, object]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "cuda_available": torch.cuda.is_available()}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import random
 import tempfile
 import time
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.tokenizer import ChatTokenizer
+from services.bench.machine import machine_info
 from services.bench.peers_report import markdown_report, write_chart
 from services.bench.serve import Runner
 from services.bench.serve_metrics import Slo, summarize_requests
@@ -190,28 +190,6 @@ def run_stack_rows(config: PeersConfig, tokenizer: ChatTokenizer, work_dir: Path
     return rows
 
 
-def machine_info() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gib = None
-    try:
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
-        memory_gib = round(kib / 2**20, 1)
-    except (OSError, StopIteration, ValueError):
-        pass
-    import torch
-
-    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": memory_gib, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "vllm": vllm_version()}
-
-
 def run(config: PeersConfig, results_dir: Path, log: Callable[[str], None] = print) -> dict[str, object]:
     """Runs the peers one after the other; writes peers.json, peers.md and peers.png into `results_dir`."""
     tokenizer = ChatTokenizer.from_pretrained(config.model_dir)
@@ -232,7 +210,7 @@ def run(config: PeersConfig, results_dir: Path, log: Callable[[str], None] = pri
             "requests_per_level": [config.requests_at(c) for c in config.concurrency],
             "warmup": config.warmup, "seed": config.seed,
             "slo": {"ttft_ms": config.slo.ttft_ms, "tpot_ms": config.slo.tpot_ms}, "load_avg_start": load}
-    report: dict[str, object] = {"meta": meta, "machine": machine_info(), "peers": peers}
+    report: dict[str, object] = {"meta": meta, "machine": {**machine_info(), "vllm": vllm_version()}, "peers": peers}
     skipped = write_chart(report, results_dir / "peers.png")
     report["chart"] = {"skipped": skipped} if skipped else "peers.png"
     (results_dir / "peers.json").write_text(json.dumps(report, indent=2))

@@ -5,7 +5,6 @@ manager caps downstream connections."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -19,6 +18,7 @@ import pytest
 from google.api import httpbody_pb2
 
 from services.orchestrator.stalled_streams import StalledStreamInterceptor
+from tests.fake_openai_server import serve_openai
 from tests.integration.test_envoy_config import _running_envoy, _start, generated  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,26 +45,10 @@ class _Flood:
 
 @pytest.fixture
 def flood(generated: SimpleNamespace) -> Iterator[SimpleNamespace]:  # noqa: F811 (the imported fixture)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="flood", daemon=True)
-    thread.start()
     servicer = type("Flood", (_Flood, generated.grpc.OpenAIServicer), {})()
-
-    async def start() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(interceptors=[StalledStreamInterceptor(IDLE_TIMEOUT_S)])
-        generated.grpc.add_OpenAIServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield SimpleNamespace(port=port, servicer=servicer)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    stalled = StalledStreamInterceptor(IDLE_TIMEOUT_S)
+    with serve_openai(generated, servicer, name="flood", interceptors=[stalled]) as server:
+        yield server
 
 
 def _silent_client(port: int) -> socket.socket:

@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 
 from services.supervisor.envoy_config import render_envoy_config
+from tests.fake_openai_server import serve_openai
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,27 +95,10 @@ class _OpenAI:
 @pytest.fixture(scope="module")
 def orchestrator(generated: SimpleNamespace) -> Iterator[SimpleNamespace]:
     """A grpc.aio server on an ephemeral port, running its own event loop in a background thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="orchestrator", daemon=True)
-    thread.start()
     # The generated base class answers UNIMPLEMENTED for every rpc the stand-in does not override.
     servicer = type("StandInOpenAI", (_OpenAI, generated.grpc.OpenAIServicer), {})()
-
-    async def start() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server()
-        generated.grpc.add_OpenAIServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield SimpleNamespace(port=port, servicer=servicer)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    with serve_openai(generated, servicer, name="orchestrator") as server:
+        yield server
 
 
 @contextmanager
