@@ -91,10 +91,14 @@ def _adjusted(logits: torch.Tensor, params: SamplingParams, prompt_ids: Sequence
     return logits
 
 
-def needs_history(params: SamplingParams, output_ids: Sequence[int]) -> bool:
-    """Whether this row's logits depend on what was generated (penalties, banned words, min_tokens)."""
+def needs_history(params: SamplingParams) -> bool:
+    """Whether this row's logits depend on the tokens seen (penalties, banned words), beyond min_tokens."""
     return bool(params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
-                or params.bad_token_seqs or (params.end_id is not None and len(output_ids) < params.min_tokens))
+                or params.bad_token_seqs)
+
+
+def _holds_back_end(params: SamplingParams, output_ids: Sequence[int]) -> bool:
+    return params.end_id is not None and len(output_ids) < params.min_tokens
 
 
 def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_ids: Sequence[Sequence[int]],
@@ -107,11 +111,15 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_
     """
     # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
     logits = logits.float().cpu()
-    history = [i for i, p in enumerate(params) if needs_history(p, output_ids[i])]
-    if history:
+    history = [i for i, p in enumerate(params) if needs_history(p)]
+    # rows whose only adjustment is min_tokens holding back the end token: one indexed write for all of them
+    end_held = [i for i, p in enumerate(params) if _holds_back_end(p, output_ids[i]) and not needs_history(p)]
+    if history or end_held:
         logits = logits.clone()
         for i in history:
             logits[i] = _adjusted(logits[i], params[i], prompt_ids[i], output_ids[i])
+        if end_held:
+            logits[end_held, [params[i].end_id for i in end_held]] = float("-inf")
     out = [0] * len(params)
     greedy = [i for i, p in enumerate(params) if p.greedy]
     if greedy:
@@ -135,9 +143,11 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p[:, None]  # keep the smallest set reaching p
         probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs.masked_fill(drop, 0.0))
-    noise = torch.empty_like(probs)
+    # A seeded request draws its noise from its own generator (same seed, same text); the others share one draw.
+    noise = torch.empty_like(probs).exponential_()
     for j, i in enumerate(rows):
-        noise[j].exponential_(generator=generators[i])
+        if chosen[j].seed is not None:
+            noise[j].exponential_(generator=generators[i])
     picks = torch.argmax(probs / noise.clamp_min_(1e-30), dim=-1).tolist()
     for i, token in zip(rows, picks, strict=True):
         out[i] = int(token)

@@ -27,7 +27,9 @@ from engine.scheduler import ScheduledBatch
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 OPTIONAL_OUTPUTS = frozenset({"kv_cache_reused_blocks", "arrival_time_ns", "first_token_time_ns"})
-CANCEL_CHECK_S = 0.02  # a client's cancellation reaches the engine within this (plus one step)
+# A client's cancellation reaches the engine within this (plus one step); TensorRT-LLM's backend polls every 100 ms
+# too (cancellation_check_period_ms). The orchestrator's `stop` request ends a stream at once, without polling.
+CANCEL_CHECK_S = 0.1
 GAUGE_REFRESH_S = 0.25  # engine gauges are pushed to Triton at most this often (each push is a call to the server)
 
 
@@ -101,7 +103,8 @@ class _ResponseSink:
         self._tokens_sent = 0
         self._wanted = frozenset(request.requested_output_names()) or OPTIONAL_OUTPUTS
         self._cancelled = False
-        self._cancel_checked_at = 0.0
+        # spread over the interval, so the sequences of one batch do not all ask in the same step
+        self._cancel_checked_at = time.monotonic() - CANCEL_CHECK_S * (hash(request.request_id()) % 97) / 97
 
     def is_cancelled(self) -> bool:
         """Asks the server (a round trip) at most every CANCEL_CHECK_S; the engine asks every step."""
