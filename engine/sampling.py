@@ -105,9 +105,9 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_
                  output_ids: Sequence[Sequence[int]], generators: Sequence[torch.Generator | None]) -> list[int]:
     """logits: [N, V] for the last position of N sequences. Returns each one's next token.
 
-    Per row only what must be: penalties and bans where a request asks for them, and one draw of exponential noise
-    from the request's own (seeded) generator. Temperature, top-k, top-p and the draw itself run on the whole batch:
-    the sampled token is argmax(p / E) with E ~ Exp(1) per token, which picks token i with probability p_i.
+    Per row only what must be: penalties and bans where a request asks for them, and one uniform number from a
+    seeded request's own generator. Temperature, top-k, top-p and the draw itself (inverse CDF) run on the whole
+    batch.
     """
     # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
     logits = logits.float().cpu()
@@ -143,12 +143,15 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p[:, None]  # keep the smallest set reaching p
         probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs.masked_fill(drop, 0.0))
-    # A seeded request draws its noise from its own generator (same seed, same text); the others share one draw.
-    noise = torch.empty_like(probs).exponential_()
-    for j, i in enumerate(rows):
-        if chosen[j].seed is not None:
-            noise[j].exponential_(generator=generators[i])
-    picks = torch.argmax(probs / noise.clamp_min_(1e-30), dim=-1).tolist()
+    # Inverse CDF: one uniform number per row picks token i with probability p_i. A seeded request draws its number
+    # from its own generator (same seed, same text); the others share one draw.
+    cdf = torch.cumsum(probs, dim=-1)  # [R, V]; top-k / top-p left it unnormalised, so scale by its total
+    uniform = torch.rand(len(rows))
+    for j, p in enumerate(chosen):
+        if p.seed is not None:
+            uniform[j] = torch.rand(1, generator=generators[rows[j]])[0]
+    targets = (uniform * cdf[:, -1])[:, None]
+    picks = torch.searchsorted(cdf, targets, right=True)[:, 0].clamp_max_(vocab - 1).tolist()
     for i, token in zip(rows, picks, strict=True):
         out[i] = int(token)
     return out

@@ -169,3 +169,19 @@ def test_a_mixed_batch_samples_each_row_by_its_own_parameters() -> None:
     replay = [p.make_generator() for p in params]
     first = sample_batch(logits, params, prompts, outputs, replay)
     assert first == sample_batch(logits, params, prompts, outputs, [p.make_generator() for p in params])
+
+
+def test_batched_draws_follow_the_distribution_seeded_or_not() -> None:
+    from engine.sampling import sample_batch
+
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    logits = torch.log(probs.clamp_min(1e-12)).repeat(2, 1)
+    params = [SamplingParams(seed=5), SamplingParams()]
+    generators = [p.make_generator() for p in params]
+    counts = torch.zeros(2, 4)
+    for _ in range(3000):
+        for row, token in enumerate(sample_batch(logits, params, [[], []], [[], []], generators)):
+            counts[row, token] += 1
+    for row in range(2):
+        assert counts[row, 3] == 0  # a zero-probability token is never drawn
+        assert torch.allclose(counts[row] / 3000, probs, atol=0.04), counts[row]
