@@ -47,7 +47,9 @@ def _usage(settings: Settings) -> list:
 
 
 async def _sse(settings: Settings, api_key: str, stream: Stream, tokens: int) -> None:
-    body = {"model": settings.model_name, "stream": True, "max_tokens": tokens, "min_tokens": tokens,
+    # Greedy: sampled text from the small demo model is now and then stopped by the output guard's toxicity
+    # classifier (content_filter), which would end a stream early for a reason that has nothing to do with shutdown.
+    body = {"model": settings.model_name, "stream": True, "max_tokens": tokens, "min_tokens": tokens, "temperature": 0,
             "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": "Tell me a story."}]}
     try:
         async with (httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {api_key}"}) as client,
@@ -75,7 +77,7 @@ async def _sse(settings: Settings, api_key: str, stream: Stream, tokens: int) ->
 async def _native(settings: Settings, api_key: str, stream: Stream, tokens: int) -> None:
     request = chat_pb2.GenerateRequest(
         model=settings.model_name, messages=[chat_pb2.Message(role="user", content="Tell me a story.")],
-        sampling=chat_pb2.SamplingParams(max_tokens=tokens, min_tokens=tokens))
+        sampling=chat_pb2.SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=0))
     async with grpc.aio.insecure_channel(f"{settings.host}:{settings.http_port}") as channel:
         call = chat_pb2_grpc.ChatStub(channel).Generate(request, metadata=(("authorization", f"Bearer {api_key}"),))
         try:
