@@ -221,7 +221,7 @@ def _demo_model(path: Path) -> tuple[Llama, str, Path | None]:
 
 
 def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, quick: bool = False, threads: int = 2,
-        models: Sequence[str] = ("demo", "llama-110m"), with_peers: bool = True,
+        models: Sequence[str] = ("demo", "llama-110m"), with_peers: bool = True, all_peers: bool = False,
         log: Callable[[str], None] = _print) -> dict[str, object]:
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
@@ -251,7 +251,7 @@ def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, qui
                 profile = QUICK_LARGE if quick else FULL
             else:
                 raise ValueError(f"unknown model {name!r} (demo, llama-110m)")
-            peer_wanted = with_peers and (name == "demo" or not quick)
+            peer_wanted = with_peers and (name == "demo" or not quick or all_peers)
             if peer_wanted and checkpoint is None:  # peers load the very same weights from a checkpoint
                 checkpoint = Path(tmp) / name
                 save_checkpoint(model, model.args, checkpoint, dtype=torch.float32)

@@ -65,7 +65,7 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     from services.bench.engine_bench import run
 
     run(Path(args.results), Path(args.model), quick=args.quick, threads=args.threads,
-        models=args.models.split(","), with_peers=not args.no_peers)
+        models=args.models.split(","), with_peers=not args.no_peers, all_peers=args.all_peers)
     return 0
 
 
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     eng.add_argument("--models", default="demo,llama-110m", help="comma-separated: demo, llama-110m")
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
+    eng.add_argument("--all-peers", action="store_true",
+                     help="with --quick: run the peers for every model, not only the demo checkpoint")
     eng.set_defaults(func=_cmd_bench_engine)
     from services.bench import abuse_cli, cost_cli, overload_cli, peers_cli, serve_cli, soak_cli
 
