@@ -111,9 +111,10 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams], prompt_
     """
     # Per-request generators live on the CPU (seeded, reproducible on any device), so sampling does too.
     logits = logits.float().cpu()
-    history = [i for i, p in enumerate(params) if needs_history(p)]
+    with_history = [needs_history(p) for p in params]
+    history = [i for i, wanted in enumerate(with_history) if wanted]
     # rows whose only adjustment is min_tokens holding back the end token: one indexed write for all of them
-    end_held = [i for i, p in enumerate(params) if _holds_back_end(p, output_ids[i]) and not needs_history(p)]
+    end_held = [i for i, p in enumerate(params) if not with_history[i] and _holds_back_end(p, output_ids[i])]
     if history or end_held:
         logits = logits.clone()
         for i in history:

@@ -224,7 +224,6 @@ class _Metrics:
         self._tpot = metric("sluice_engine_tpot_seconds", buckets=latency)
         self._pending_tokens = 0  # counted since the last step was reported
         self._refreshed_at = 0.0
-        self._stale = False  # steps ran since the last refresh
         self.refresh()
 
     def on_step(self, batch: ScheduledBatch) -> None:
@@ -233,14 +232,16 @@ class _Metrics:
         if batch:
             self._batch.observe(len(batch.seqs))
             self._step_tokens.observe(batch.total_tokens)
+        self._push_tokens()
+        now = time.monotonic()
+        if now - self._refreshed_at >= GAUGE_REFRESH_S:
+            self._refreshed_at = now
+            self.refresh()
+
+    def _push_tokens(self) -> None:
         if self._pending_tokens:
             self._tokens.increment(self._pending_tokens)
             self._pending_tokens = 0
-        self._stale = self._stale or bool(batch)
-        now = time.monotonic()
-        if now - self._refreshed_at >= GAUGE_REFRESH_S and (self._stale or not batch):
-            self._refreshed_at, self._stale = now, False
-            self.refresh()
 
     def refresh(self) -> None:
         stats = self._engine.stats()
@@ -270,9 +271,7 @@ class _Metrics:
     def finish(self, reason: FinishReason | None) -> None:
         """Also pushes the tokens counted so far and refreshes the gauges (the engine has already let the request
         go), so a client that saw its last response reads metrics that include it."""
-        if self._pending_tokens:
-            self._tokens.increment(self._pending_tokens)
-            self._pending_tokens = 0
+        self._push_tokens()
         self._refreshed_at = time.monotonic()
         self.refresh()
         self._outcomes[reason.value if reason else "error"].increment(1)  # last: a reader that sees it sees the rest
