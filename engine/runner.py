@@ -147,12 +147,11 @@ def plan_attention(batch: ScheduledBatch, block_tables: list[list[int]], block_s
             decode_lengths.append(end)
         else:
             token_ids.extend(seq.all_token_ids[start:end])
-            slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, end))
+            # slots of positions 0..end-1: this chunk's are written, the whole context is read back if any is cached
+            context_slots = [table[p // block_size] * block_size + p % block_size for p in range(end)]
+            slots.extend(context_slots[start:])
             positions.extend(range(start, end))
-            context = None
-            if start:
-                context = torch.tensor([table[p // block_size] * block_size + p % block_size for p in range(end)],
-                                       dtype=torch.long, device=device)
+            context = torch.tensor(context_slots, dtype=torch.long, device=device) if start else None
             prefills.append(Prefill(row, n, start, context))
         if end == seq.num_tokens:
             sample_rows.append(row + n - 1)
