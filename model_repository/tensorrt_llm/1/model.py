@@ -23,6 +23,7 @@ from engine.model import load_checkpoint
 from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
 from engine.scheduler import ScheduledBatch
+from engine.streaming import StreamInterval
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -300,13 +301,11 @@ class TritonPythonModel:
         self.outbox = _Outbox()
         self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
         self.engine.step_listener = self.metrics.on_step
-        # Streamed tokens per response once more than `coalesce_above` sequences are running.
-        self._coalesce_above = int(params.get("stream_coalesce_above") or 32)
-        self._coalesce_interval = int(params.get("stream_interval_under_load") or 4)
+        self._stream_interval = StreamInterval.parse(params.get("stream_interval_tiers") or "8:2,32:4")
         self.engine.start()
 
     def stream_interval(self) -> int:
-        return self._coalesce_interval if len(self.engine.scheduler.running) > self._coalesce_above else 1
+        return self._stream_interval.at(len(self.engine.scheduler.running))
 
     def execute(self, requests: list) -> None:
         for request in requests:
