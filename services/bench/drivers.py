@@ -2,6 +2,11 @@
 
 Every mode is a closed loop of `concurrency` clients over the same request list. TTFT is measured from the moment a
 request is handed to the engine (for static batching: when its batch starts, i.e. after the previous batch drained).
+
+Static batching is run as static batchers run it: a batch has a fixed shape, so every row is computed until the
+batch's longest request is done (rows past their own length generate padding, which counts as no output) and the
+next batch starts after that. "static_shrinking" is a kinder variant that drops finished rows from the compute but
+still waits for the whole batch before admitting new requests: it isolates the cost of waiting alone.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from engine.sampling import SamplingParams
 from services.bench.metrics import TimingSink, summarize
 from services.bench.workload import RequestSpec
 
-MODES = ("sequential", "static", "inflight")
+MODES = ("sequential", "static", "static_shrinking", "inflight")
 
 
 def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, block_size: int = 16,
@@ -35,9 +40,11 @@ def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, 
                                       enable_prefix_caching=prefix_caching))
 
 
-def _submit(engine: Engine, spec: RequestSpec) -> TimingSink:
+def _submit(engine: Engine, spec: RequestSpec, computed_len: int | None = None) -> TimingSink:
+    """Submits `spec`; `computed_len` > its output length runs the row on as padding (a static batch's shape)."""
     sink = TimingSink(spec.request_id, spec.output_len)
-    params = SamplingParams(max_tokens=spec.output_len, min_tokens=spec.output_len, temperature=0.0, end_id=None)
+    length = max(spec.output_len, computed_len or 0)
+    params = SamplingParams(max_tokens=length, min_tokens=length, temperature=0.0, end_id=None)
     sink.submitted = time.perf_counter()
     engine.submit(GenerationRequest(spec.request_id, list(spec.prompt_ids), params), sink)
     return sink
@@ -66,13 +73,16 @@ def run_sequential(engine: Engine, specs: Sequence[RequestSpec]) -> tuple[dict[s
 
 
 @torch.inference_mode()
-def run_static(engine: Engine, specs: Sequence[RequestSpec],
-               concurrency: int) -> tuple[dict[str, object], list[TimingSink]]:
-    """Static batching: take `concurrency` requests, run the whole batch to completion, then the next batch."""
+def run_static(engine: Engine, specs: Sequence[RequestSpec], concurrency: int,
+               padded: bool = True) -> tuple[dict[str, object], list[TimingSink]]:
+    """Static batching: take `concurrency` requests, run the whole batch to completion, then the next batch.
+    `padded`: every row runs until the batch's longest request is done (a fixed batch shape)."""
     sinks: list[TimingSink] = []
     start = time.perf_counter()
     for i in range(0, len(specs), concurrency):
-        sinks.extend(_submit(engine, spec) for spec in specs[i:i + concurrency])
+        batch = specs[i:i + concurrency]
+        longest = max(spec.output_len for spec in batch) if padded else None
+        sinks.extend(_submit(engine, spec, longest) for spec in batch)
         engine.run_until_done()
     wall = time.perf_counter() - start
     return {**summarize(sinks, wall), **_engine_figures(engine)}, sinks
@@ -109,8 +119,8 @@ def run_mode(model: Llama, mode: str, specs: Sequence[RequestSpec], concurrency:
     engine = engine_for(model, specs, 1 if mode == "sequential" else concurrency, **engine_kw)
     if mode == "sequential":
         return run_sequential(engine, specs)
-    if mode == "static":
-        return run_static(engine, specs, concurrency)
+    if mode in ("static", "static_shrinking"):
+        return run_static(engine, specs, concurrency, padded=mode == "static")
     if mode == "inflight":
         return run_inflight(engine, specs, concurrency)
     raise ValueError(f"unknown mode {mode!r}")

@@ -22,7 +22,7 @@ import torch
 from engine.model import Llama, ModelArgs, load_checkpoint, save_checkpoint
 from services.bench import peers
 from services.bench.chart import write_chart
-from services.bench.drivers import run_mode, run_prefix_reuse, warm_up
+from services.bench.drivers import MODES, run_mode, run_prefix_reuse, warm_up
 from services.bench.machine import machine_info
 from services.bench.workload import fixed_workload, mixed_workload, shared_prefix_workload
 
@@ -85,10 +85,10 @@ def bench_throughput(model: Llama, profile: Profile, seed: int = 0,
     requests (sequential on the first `sequential_requests` of them: one at a time does not depend on concurrency,
     but measuring it next to the others keeps the ratios honest on a machine whose load changes)."""
     vocab = model.args.vocab_size
-    out: dict[str, dict[str, dict]] = {"sequential": {}, "static": {}, "inflight": {}}
+    out: dict[str, dict[str, dict]] = {mode: {} for mode in MODES}
     for c in profile.concurrencies:
         specs = mixed_workload(max(profile.rounds * c, 1), vocab, seed + c, profile.prompt_len, profile.output_len)
-        for mode in ("sequential", "static", "inflight"):  # fresh engine each
+        for mode in MODES:  # fresh engine each
             run_specs = specs[:profile.sequential_requests] if mode == "sequential" else specs
             figures, _ = run_mode(model, mode, run_specs, c)
             out[mode][str(c)] = figures
@@ -102,8 +102,10 @@ def throughput_ratios(throughput: dict[str, dict[str, dict]]) -> dict[str, dict[
     for c, run in throughput["inflight"].items():
         seq = throughput["sequential"].get(c, {}).get("output_tokens_per_s")
         static = throughput["static"].get(c, {}).get("output_tokens_per_s")
+        shrinking = throughput.get("static_shrinking", {}).get(c, {}).get("output_tokens_per_s")
         ratios[c] = {"inflight_vs_sequential": _ratio(run["output_tokens_per_s"], seq),
                      "inflight_vs_static": _ratio(run["output_tokens_per_s"], static),
+                     "inflight_vs_static_shrinking": _ratio(run["output_tokens_per_s"], shrinking),
                      "static_vs_sequential": _ratio(static, seq)}
     return ratios
 
@@ -273,10 +275,10 @@ def format_table(results: dict) -> str:
     lines = []
     for name, fig in results["models"].items():
         lines.append(f"\n{name} ({fig['params_m']}M, {fig['source']})")
-        lines.append(f"{'mode':10s} {'c':>3s} {'tok/s':>8s} {'TTFT p50':>9s} {'p95':>8s} {'TPOT p50':>9s} {'p95':>8s}")
+        lines.append(f"{'mode':16s} {'c':>3s} {'tok/s':>8s} {'TTFT p50':>9s} {'p95':>8s} {'TPOT p50':>9s} {'p95':>8s}")
         for mode, runs in fig["throughput"].items():
             for c, r in runs.items():
-                lines.append(f"{mode:10s} {c:>3s} {r['output_tokens_per_s']:>8.1f} {r['ttft_ms']['p50']:>9.1f} "
+                lines.append(f"{mode:16s} {c:>3s} {r['output_tokens_per_s']:>8.1f} {r['ttft_ms']['p50']:>9.1f} "
                              f"{r['ttft_ms']['p95']:>8.1f} {_fmt(r['tpot_ms']['p50']):>9s} "
                              f"{_fmt(r['tpot_ms']['p95']):>8s}")
     lines.append("\ntargets:")

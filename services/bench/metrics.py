@@ -23,18 +23,21 @@ class TimingSink:
     cached_tokens: int = 0
     error: str | None = None
     token_ids: list[int] = field(default_factory=list)
+    padding_tokens: int = 0  # generated past `expected_tokens` to keep a static batch's shape: not output
 
     def is_cancelled(self) -> bool:
         return False
 
     def emit(self, output: StepOutput) -> None:
-        if output.new_token_ids:
+        wanted = output.new_token_ids[:max(self.expected_tokens - self.tokens, 0)]
+        self.padding_tokens += len(output.new_token_ids) - len(wanted)
+        if wanted:
             now = time.perf_counter()
             if self.first is None:
                 self.first = now
             self.last = now
-            self.tokens += len(output.new_token_ids)
-            self.token_ids.extend(output.new_token_ids)
+            self.tokens += len(wanted)
+            self.token_ids.extend(wanted)
         self.cached_tokens = output.cached_tokens
         if output.finished:
             self.finished = True

@@ -44,7 +44,7 @@ def test_workloads_are_deterministic_and_in_range() -> None:
     assert len({tuple(s.prompt_ids[32:]) for s in shared}) == 4
 
 
-@pytest.mark.parametrize("mode", ["sequential", "static", "inflight"])
+@pytest.mark.parametrize("mode", ["sequential", "static", "static_shrinking", "inflight"])
 def test_every_mode_completes_every_request_with_exact_lengths(mode: str) -> None:
     model = make_model()
     specs = mixed_workload(7, 97, seed=2, prompt_len=(4, 12), output_len=(2, 9))
@@ -61,8 +61,20 @@ def test_modes_generate_the_same_greedy_tokens() -> None:
     model = make_model()
     specs = mixed_workload(5, 97, seed=3, prompt_len=(4, 12), output_len=(2, 9))
     outputs = {mode: [s.token_ids for s in run_mode(model, mode, specs, 2)[1]]
-               for mode in ("sequential", "static", "inflight")}
-    assert outputs["sequential"] == outputs["static"] == outputs["inflight"]
+               for mode in ("sequential", "static", "static_shrinking", "inflight")}
+    assert outputs["sequential"] == outputs["static"] == outputs["static_shrinking"] == outputs["inflight"]
+
+
+def test_static_batches_compute_every_row_until_the_batch_longest_is_done() -> None:
+    model = make_model()
+    specs = mixed_workload(6, 97, seed=4, prompt_len=(4, 12), output_len=(2, 9))
+    lengths = [s.output_len for s in specs]
+    padded = run_mode(model, "static", specs, 3)[1]
+    shrinking = run_mode(model, "static_shrinking", specs, 3)[1]
+    expected = [max(lengths[i // 3 * 3:i // 3 * 3 + 3]) - n for i, n in enumerate(lengths)]
+    assert [s.padding_tokens for s in padded] == expected and sum(expected) > 0
+    assert [s.padding_tokens for s in shrinking] == [0] * len(specs)
+    assert [s.tokens for s in padded] == lengths  # padding is not output
 
 
 def test_prefix_reuse_hits_only_when_enabled() -> None:
@@ -80,7 +92,7 @@ def test_bench_model_and_report(tmp_path, monkeypatch) -> None:
     model = make_model()
     logs: list[str] = []
     figures = engine_bench.bench_model("tiny", model, "random", TINY, log=logs.append)
-    assert set(figures["throughput"]) == {"sequential", "static", "inflight"}
+    assert set(figures["throughput"]) == {"sequential", "static", "static_shrinking", "inflight"}
     assert {c for runs in figures["throughput"].values() for c in runs} == {"1", "3"}
     assert figures["throughput"]["sequential"]["3"]["requests"] == 2
     assert figures["throughput"]["inflight"]["3"]["requests"] == 6
