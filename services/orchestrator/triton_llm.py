@@ -41,12 +41,16 @@ class LLMParams:
     repetition_penalty: float = 1.0
     min_tokens: int = 0
     cache_salt_id: int | None = None  # prefix-cache namespace (None: shared by every request of the deployment)
+    guide_type: str | None = None  # TensorRT-LLM guided decoding: "json" | "json_schema" | "regex" | "ebnf_grammar"
+    guide: str | None = None  # the schema, regex or grammar (llguidance's Lark-like syntax for ebnf_grammar)
+    logprobs: bool = False  # return each generated token's log-prob (TensorRT-LLM's return_log_probs)
+    top_logprobs: int = 0  # 0..20 most likely alternatives per token (Sluice extension: num_top_log_probs)
 
 
 def _input(name: str, value: np.ndarray) -> InferInput:
     tensor = InferInput(name, list(value.shape), {
         np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32", np.dtype(np.uint64): "UINT64",
-        np.dtype(np.bool_): "BOOL"}[value.dtype])
+        np.dtype(np.bool_): "BOOL", np.dtype(np.object_): "BYTES"}[value.dtype])
     tensor.set_data_from_numpy(value)
     return tensor
 
@@ -71,6 +75,13 @@ def build_inputs(prompt_ids: list[int], params: LLMParams, priority: int = 0) ->
         scalars.append(("seed", np.array([[params.seed % 2**64]], dtype=np.uint64)))
     if params.cache_salt_id is not None:
         scalars.append(("cache_salt_id", np.array([[params.cache_salt_id]], dtype=np.uint64)))
+    if params.guide_type is not None:
+        scalars.append(("guided_decoding_guide_type", np.array([[params.guide_type.encode()]], dtype=np.object_)))
+        scalars.append(("guided_decoding_guide", np.array([[(params.guide or "").encode()]], dtype=np.object_)))
+    if params.logprobs:
+        scalars.append(("return_log_probs", np.array([[True]], dtype=np.bool_)))
+        if params.top_logprobs:
+            scalars.append(("num_top_log_probs", np.array([[params.top_logprobs]], dtype=np.int32)))
     inputs = [_input("input_ids", np.array([prompt_ids], dtype=np.int32))]
     inputs.extend(_input(name, value) for name, value in scalars)
     return inputs
@@ -80,6 +91,8 @@ def build_inputs(prompt_ids: list[int], params: LLMParams, priority: int = 0) ->
 class LLMChunk:
     token_ids: list[int]
     cached_prompt_tokens: int  # prompt tokens the engine served from its prefix cache
+    logprobs: list[float] | None = None  # one per token id, when asked for
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per token: the k best (token id, logprob), best first
 
 
 @dataclass(slots=True)
@@ -117,7 +130,18 @@ class TritonLLM:
         cached = int(reused[0]) * self.kv_block_size if reused is not None and len(reused) else 0
         if ids is None or lengths is None or not len(lengths) or int(lengths[0]) <= 0:
             return None
-        return LLMChunk(ids[: int(lengths[0])].tolist(), cached)
+        count = int(lengths[0])
+        chunk = LLMChunk(ids[:count].tolist(), cached)
+        floats = fp32_outputs(result.get_response())
+        logprobs = floats.get("output_log_probs")
+        if logprobs is not None:
+            chunk.logprobs = logprobs[:count].tolist()
+            top, top_ids = floats.get("output_top_log_probs"), outputs.get("output_top_log_prob_ids")
+            if top is not None and top_ids is not None and len(top) and len(top) == len(top_ids):
+                k = len(top) // max(count, 1)  # [beam=1, new_tokens, k], flattened
+                chunk.top_logprobs = [list(zip(top_ids[i * k:(i + 1) * k].tolist(), top[i * k:(i + 1) * k].tolist(),
+                                               strict=True)) for i in range(count)]
+        return chunk
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
                      model_name: str | None = None, tally: TokenTally | None = None,
@@ -133,6 +157,10 @@ class TritonLLM:
         inputs = build_inputs(prompt_ids, params, priority)
         outputs = [InferRequestedOutput("output_ids"), InferRequestedOutput("sequence_length"),
                    InferRequestedOutput("kv_cache_reused_blocks")]
+        if params.logprobs:  # optional outputs: asked for only when wanted
+            outputs.append(InferRequestedOutput("output_log_probs"))
+            if params.top_logprobs:
+                outputs += [InferRequestedOutput(name) for name in ("output_top_log_probs", "output_top_log_prob_ids")]
 
         async def requests() -> AsyncIterator[dict]:
             yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
@@ -210,6 +238,19 @@ def int32_outputs(response) -> dict[str, np.ndarray]:
                 found[output.name] = np.frombuffer(raw[index], dtype=np.int32)
             elif output.contents.int_contents:
                 found[output.name] = np.asarray(output.contents.int_contents, dtype=np.int32)
+    return found
+
+
+def fp32_outputs(response) -> dict[str, np.ndarray]:
+    """The FP32 outputs of one response (log-probs), flattened, as `int32_outputs` reads the INT32 ones."""
+    raw = response.raw_output_contents
+    found: dict[str, np.ndarray] = {}
+    for index, output in enumerate(response.outputs):
+        if output.datatype == "FP32":
+            if index < len(raw):
+                found[output.name] = np.frombuffer(raw[index], dtype=np.float32)
+            elif output.contents.fp32_contents:
+                found[output.name] = np.asarray(output.contents.fp32_contents, dtype=np.float32)
     return found
 
 
