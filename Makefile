@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
 
-.PHONY: run test lint protos kernels repo clean help bench bench-quick bench-peers bench-venv vllm-venv promtool
+.PHONY: run test lint protos kernels repo clean help bench bench-quick bench-peers bench-venv vllm-venv promtool chromium
 
 help:
 	@echo "make run    start the whole stack on embedded defaults (Ctrl-C stops it)"
@@ -53,7 +53,20 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
-test: $(GEN) $(KERNELS) $(PROMTOOL)
+# Headless Chromium and its WebDriver for the playground's browser test (tests/e2e/test_playground_browser.py), from
+# Debian (as root, or through sudo). Where they cannot be installed the test says so and is skipped.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMEDRIVER):
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver \
+		|| (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq \
+		    && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver) \
+		|| echo "make: chromium could not be installed; the playground browser test will be skipped"
+
+chromium: $(CHROMEDRIVER)
+
+test: $(GEN) $(KERNELS) $(PROMTOOL) $(CHROMEDRIVER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -18,10 +18,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                       help="concurrent streams, comma-separated (default 1,4,16)")
     cost.add_argument("--requests-per-stream", type=int, default=3, help="requests per level = concurrency × this")
     cost.add_argument("--paths", default="http,grpc,triton", help="any of http,grpc,triton")
-    cost.add_argument("--output-len", type=int, default=128)
+    cost.add_argument("--output-len", type=int, default=128, help="output tokens per request")
     cost.add_argument("--label", default="", help="names the output: results/cost/cost-LABEL.json")
     cost.add_argument("--api-key", default=None, help="default: $SLUICE_API_KEY, else the local stack's dev key")
-    cost.add_argument("--results", default="results/cost")
+    cost.add_argument("--results", default="results/cost", help="output folder (default results/cost)")
     cost.set_defaults(func=main)
 
 

@@ -31,7 +31,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     load.add_argument("--rate", type=lambda t: _numbers(float, t), default=(),
                       help="open-loop Poisson arrival rates in sessions/s, comma-separated")
     serve.add_argument("--sessions", type=int, default=32, help="sessions per load level (default 32)")
-    serve.add_argument("--workload", choices=["random", "shared-prefix", "multi-turn"], default="random")
+    serve.add_argument("--workload", choices=["random", "shared-prefix", "multi-turn"], default="random",
+                       help="prompt mix: random, shared system prefixes, or growing conversations")
     serve.add_argument("--prompt-len", default="32:128", help="user-message tokens: N, LO:HI or normal:MEAN:STD")
     serve.add_argument("--output-len", default="32", help="output tokens, exact: N, LO:HI or normal:MEAN:STD")
     serve.add_argument("--system-len", type=int, default=256, help="shared-prefix: system prompt tokens")
@@ -42,7 +43,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--overhead", action="store_true",
                        help="the same workload through Envoy+orchestrator and straight to Triton, in one run")
     serve.add_argument("--rounds", type=int, default=4, help="--overhead: alternating rounds per level")
-    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--seed", type=int, default=0, help="random seed of the workload")
     serve.add_argument("--api-key", default=None,
                        help="API key for http/grpc (default: $SLUICE_API_KEY, else the local stack's dev key)")
     serve.add_argument("--grpc-address", default=None, help="native gRPC HOST:PORT (default: Envoy's port)")

@@ -21,7 +21,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples (default 5)")
     soak.add_argument("--settle-s", type=float, default=60.0,
                       help="memory slopes leave out the first seconds of the run (default 60)")
-    soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--seed", type=int, default=0, help="random seed of the workload")
     soak.add_argument("--results", default="results/soak", help="output folder (default results/soak)")
     soak.set_defaults(func=main)
 

@@ -38,13 +38,13 @@ def _cmd_down(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from services.supervisor.stack import status
 
-    return status()
+    return status(as_json=args.json)
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from services.cli.ingest import ingest
 
-    return ingest(args.paths, args.collection, tenant=args.tenant)
+    return ingest(args.paths, args.collection, api_key=args.api_key)
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -56,7 +56,14 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 def _cmd_chat(args: argparse.Namespace) -> int:
     from services.cli.chat import chat
 
-    return chat(args.message, model=args.model, max_tokens=args.max_tokens)
+    return chat(args.message, model=args.model, max_tokens=args.max_tokens, system=args.system,
+                temperature=args.temperature, collections=args.collection, api_key=args.api_key)
+
+
+def _cmd_eval_tools(args: argparse.Namespace) -> int:
+    from services.bench.tool_call_eval import run_cli
+
+    return run_cli(args.cases, args.seed, args.model)
 
 
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
@@ -183,7 +190,14 @@ def _cmd_eval_safety(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("sluice")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        installed = "unknown"
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice: gRPC-native LLM serving around Triton")
+    parser.add_argument("--version", action="version", version=f"sluice {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("protos", help="generate gRPC stubs and Envoy's descriptor set").set_defaults(func=_cmd_protos)
@@ -191,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     repo = sub.add_parser("repo", help="Triton model repository")
     repo_sub = repo.add_subparsers(dest="repo_command", required=True)
     render = repo_sub.add_parser("render", help="render config.pbtxt templates into a model repository")
-    render.add_argument("--engine", choices=["cpu", "trtllm"], default="cpu")
+    render.add_argument("--engine", choices=["cpu", "trtllm"], default="cpu",
+                        help="cpu: Sluice's CPU engine; trtllm: TensorRT-LLM's backend configs (GPU)")
     render.add_argument("--out", default=None, help="output folder (default: <run dir>/model_repository)")
     render.set_defaults(func=_cmd_repo_render)
 
@@ -206,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true", help="start in the background and return when ready")
     up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop a detached stack (idempotent)").set_defaults(func=_cmd_down)
-    sub.add_parser("status", help="show the stack's processes and health").set_defaults(func=_cmd_status)
+    stack_status = sub.add_parser("status", help="the running stack's endpoints, key file, processes and health")
+    stack_status.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    stack_status.set_defaults(func=_cmd_status)
 
     trace = sub.add_parser("trace", help="print a request's trace as a waterfall (from the local OTLP receiver)")
     trace.add_argument("id", nargs="?", default=None,
@@ -215,25 +232,43 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--limit", type=int, default=20, help="how many recent traces to list")
     trace.set_defaults(func=_cmd_trace)
 
-    chat = sub.add_parser("chat", help="send one message through the OpenAI facade and stream the reply")
-    chat.add_argument("message")
-    chat.add_argument("--model", default=None)
-    chat.add_argument("--max-tokens", type=int, default=128)
+    from services.cli.api import API_KEY_HELP
+
+    chat = sub.add_parser("chat", help="send one message through the OpenAI-compatible API and stream the reply")
+    chat.add_argument("message", help="the user message")
+    chat.add_argument("--model", default=None, help="model id (default: $SLUICE_MODEL_NAME, sluice-demo)")
+    chat.add_argument("--max-tokens", type=int, default=128, help="the most tokens to generate (default 128)")
+    chat.add_argument("--system", default=None, help="a system prompt")
+    chat.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 to 2 (0: greedy)")
+    chat.add_argument("--collection", action="append", default=None,
+                      help="ground the answer in this collection (repeat for several); prints the citations")
+    chat.add_argument("--api-key", default=None, help=API_KEY_HELP)
     chat.set_defaults(func=_cmd_chat)
 
-    ingest = sub.add_parser("ingest", help="ingest .txt/.md/.html/.pdf files and folders into a retrieval collection")
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
-    ingest.add_argument("--collection", required=True)
-    ingest.add_argument("--tenant", default=None, help="tenant to ingest for (default: the default tenant)")
+    ingest = sub.add_parser("ingest", help="ingest .txt/.md/.html/.pdf files and folders into a retrieval "
+                            "collection of your tenant (through the API)")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (folders are walked)")
+    ingest.add_argument("--collection", required=True,
+                        help="collection name: letters, digits, '-', '_', '.' (created if you do not have it)")
+    ingest.add_argument("--api-key", default=None, help=API_KEY_HELP + "; its tenant owns the collection")
     ingest.set_defaults(func=_cmd_ingest)
+    from services.cli import collections as collections_cli
+
+    collections_cli.register(sub)  # collections list|delete
 
     evaluate = sub.add_parser("eval", help="evaluations against the running stack")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
     eval_retrieval = eval_sub.add_parser("retrieval", help="recall@k and MRR of dense, lexical and hybrid search "
                                          "on the corpus in tests/data/retrieval_eval")
-    eval_retrieval.add_argument("--k", type=int, default=5)
-    eval_retrieval.add_argument("--collection", default="eval_corpus")
+    eval_retrieval.add_argument("--k", type=int, default=5, help="passages per question (default 5)")
+    eval_retrieval.add_argument("--collection", default="eval_corpus", help="collection the corpus is ingested into")
     eval_retrieval.set_defaults(func=_cmd_eval_retrieval)
+    eval_tools = eval_sub.add_parser("tools", help="constrained tool calls with generated tools the model never saw "
+                                     "(tool_choice=required): the share of valid calls")
+    eval_tools.add_argument("--cases", type=int, default=100, help="requests (default 100)")
+    eval_tools.add_argument("--seed", type=int, default=0, help="seed of the generated tools and prompts")
+    eval_tools.add_argument("--model", default=None, help="model (default: the stack's model)")
+    eval_tools.set_defaults(func=_cmd_eval_tools)
 
     bench = sub.add_parser("bench", help="benchmarks (results as JSON + PNG)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -258,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tenancy_bench = bench_sub.add_parser("tenancy", help="time added per request by auth + rate limits + quotas, "
                                          "in-process vs Redis")
-    tenancy_bench.add_argument("--requests", type=int, default=2000)
+    tenancy_bench.add_argument("--requests", type=int, default=2000, help="requests per backend")
     tenancy_bench.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="'' to skip Redis")
-    tenancy_bench.add_argument("--results", default="results/tenancy")
+    tenancy_bench.add_argument("--results", default="results/tenancy", help="output folder")
     tenancy_bench.set_defaults(func=_cmd_bench_tenancy)
 
     retrieval_bench = bench_sub.add_parser("retrieval", help="ingestion chunks/s and search p50/p99 at 10k and "
@@ -269,51 +304,51 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval_bench.add_argument("--queries", type=int, default=200, help="hybrid queries per size")
     retrieval_bench.add_argument("--ingest-documents", type=int, default=300, help="documents ingested for real")
     retrieval_bench.add_argument("--base", type=int, default=500, help="chunks embedded for real, reused to fill")
-    retrieval_bench.add_argument("--results", default="results/retrieval")
+    retrieval_bench.add_argument("--results", default="results/retrieval", help="output folder")
     retrieval_bench.set_defaults(func=_cmd_bench_retrieval)
 
     overhead = bench_sub.add_parser("overhead", help="TTFT added by the orchestrator and Envoy (needs `sluice up`)")
-    overhead.add_argument("--requests", type=int, default=50)
-    overhead.add_argument("--results", default="results/overhead")
+    overhead.add_argument("--requests", type=int, default=50, help="requests per path")
+    overhead.add_argument("--results", default="results/overhead", help="output folder")
     overhead.set_defaults(func=_cmd_bench_overhead)
 
     served = bench_sub.add_parser("served", help="the engine as Triton serves it: concurrent streams to the LLM slot")
-    served.add_argument("--concurrency", type=int, default=64)
-    served.add_argument("--requests", type=int, default=64)
-    served.add_argument("--output-tokens", type=int, default=128)
-    served.add_argument("--results", default="results/served")
+    served.add_argument("--concurrency", type=int, default=64, help="concurrent streams")
+    served.add_argument("--requests", type=int, default=64, help="requests in all")
+    served.add_argument("--output-tokens", type=int, default=128, help="output tokens per request")
+    served.add_argument("--results", default="results/served", help="output folder")
     served.set_defaults(func=_cmd_bench_served)
 
     affinity = bench_sub.add_parser("affinity", help="prefix-affinity vs random routing across Triton replicas it "
                                     "starts itself: prefix-cache hit rate, TTFT, throughput, side by side")
-    affinity.add_argument("--replicas", type=int, default=2)
+    affinity.add_argument("--replicas", type=int, default=2, help="Triton replicas to start")
     affinity.add_argument("--prompts", type=int, default=8, help="distinct system prompts (default 8)")
     affinity.add_argument("--requests-per-prompt", type=int, default=8, help="per prompt and phase (default 8)")
     affinity.add_argument("--system-len", type=int, default=512, help="system prompt tokens (default 512)")
     affinity.add_argument("--prompt-len", default="32:64", help="user-message tokens: N, LO:HI or normal:MEAN:STD")
     affinity.add_argument("--output-len", default="16", help="output tokens (default 16)")
-    affinity.add_argument("--concurrency", type=int, default=8)
+    affinity.add_argument("--concurrency", type=int, default=8, help="concurrent requests")
     affinity.add_argument("--rounds", type=int, default=4, help="rounds of both strategies, order alternating")
     affinity.add_argument("--kv-cache-mb", type=int, default=20, help="KV-cache budget per replica (default 20)")
-    affinity.add_argument("--seed", type=int, default=0)
-    affinity.add_argument("--results", default="results/affinity")
+    affinity.add_argument("--seed", type=int, default=0, help="random seed of the workload")
+    affinity.add_argument("--results", default="results/affinity", help="output folder")
     affinity.set_defaults(func=_cmd_bench_affinity)
 
     tracing = bench_sub.add_parser("tracing", help="throughput with 100%% trace sampling vs tracing off, "
                                    "interleaved in one run (needs `sluice up`)")
     tracing.add_argument("--rounds", type=int, default=10, help="rounds per mode (default 10)")
     tracing.add_argument("--requests", type=int, default=24, help="requests per round (default 24)")
-    tracing.add_argument("--concurrency", type=int, default=8)
-    tracing.add_argument("--max-tokens", type=int, default=32)
-    tracing.add_argument("--results", default="results/tracing")
+    tracing.add_argument("--concurrency", type=int, default=8, help="concurrent requests")
+    tracing.add_argument("--max-tokens", type=int, default=32, help="output tokens per request")
+    tracing.add_argument("--results", default="results/tracing", help="output folder")
     tracing.set_defaults(func=_cmd_bench_tracing)
 
     safety_bench = bench_sub.add_parser("safety", help="input-check latency and output moderation per token "
                                         "(needs `sluice up`)")
-    safety_bench.add_argument("--requests", type=int, default=300)
+    safety_bench.add_argument("--requests", type=int, default=300, help="requests per measurement")
     safety_bench.add_argument("--address", default=None, help="safety service HOST:PORT (default: the stack's)")
     safety_bench.add_argument("--no-triton", action="store_true", help="skip timing the classifier alone in Triton")
-    safety_bench.add_argument("--results", default="results/safety")
+    safety_bench.add_argument("--results", default="results/safety", help="output folder")
     safety_bench.set_defaults(func=_cmd_bench_safety)
 
     safety = eval_sub.add_parser("safety", help="safety detectors: P/R/F1 per category, benign FPR, latency")

@@ -21,13 +21,14 @@ from services.orchestrator.tools.spec import (
     parse_tool_choice,
     parse_tools,
 )
+from services.retrieval.collection_names import NAME_PATTERN, NAME_RULE
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
 MAX_RETRIEVAL_COLLECTIONS = 8
 MAX_RETRIEVAL_TOP_K = 20
 DEFAULT_RETRIEVAL_TOP_K = 4
-_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")  # as services/retrieval/store.py accepts
+_COLLECTION = NAME_PATTERN  # a collection name as the retrieval service accepts it
 
 # Accepted OpenAI fields. Those listed in UNSUPPORTED are understood but not implemented here: they get a clear 400
 # rather than being silently ignored.
@@ -231,8 +232,8 @@ def parse_retrieval(raw: Any) -> RetrievalOptions | None:
                       "retrieval.collections", "invalid_value")
     for name in collections:
         if not _COLLECTION.match(name):
-            raise invalid(f"Invalid 'retrieval.collections': {name!r} is not a collection name (a letter, then "
-                          "letters, digits or underscores; at most 63).", "retrieval.collections", "invalid_value")
+            raise invalid(f"Invalid 'retrieval.collections': {name!r} is not a collection name ({NAME_RULE}).",
+                          "retrieval.collections", "invalid_value")
     top_k = raw.get("top_k")
     if top_k is None:
         top_k = DEFAULT_RETRIEVAL_TOP_K

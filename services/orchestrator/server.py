@@ -7,7 +7,20 @@ import asyncio
 import logging
 
 import grpc
-from sluice.v1 import chat_pb2, chat_pb2_grpc, conversations_pb2, conversations_pb2_grpc, openai_pb2, openai_pb2_grpc
+from sluice.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
+    conversations_pb2,
+    conversations_pb2_grpc,
+    edge_pb2,
+    edge_pb2_grpc,
+    openai_pb2,
+    openai_pb2_grpc,
+    vector_stores_pb2,
+    vector_stores_pb2_grpc,
+)
 
 from services.common.db import create_db_engine
 from services.common.metrics import record_rate_limited, watch_circuits, watch_in_flight
@@ -17,8 +30,13 @@ from services.common.telemetry import server_interceptors
 from services.orchestrator.catalog import load_catalog
 from services.orchestrator.conversations.service import ConversationsService
 from services.orchestrator.conversations.store import ConversationStore
+from services.orchestrator.edge_health import EdgeHealth
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.generate import Generator
+from services.orchestrator.ingestion.files import FileStore
+from services.orchestrator.ingestion.gateway import RetrievalGateway
+from services.orchestrator.ingestion.native import CollectionsService
+from services.orchestrator.ingestion.vector_stores import VectorStoresFacade
 from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.migrations import migrate
 from services.orchestrator.native_chat import NativeChat
@@ -48,6 +66,9 @@ SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name,
     conversations_pb2.DESCRIPTOR.services_by_name["Conversations"].full_name,
+    collections_pb2.DESCRIPTOR.services_by_name["Collections"].full_name,
+    vector_stores_pb2.DESCRIPTOR.services_by_name["VectorStores"].full_name,
+    edge_pb2.DESCRIPTOR.services_by_name["Edge"].full_name,
 )
 
 
@@ -85,6 +106,11 @@ async def create_server(settings: Settings, address: str | None = None,
                                              server)
     conversations_pb2_grpc.add_ConversationsServicer_to_server(
         ConversationsService(ConversationStore(db), generator, metering=metering, lifecycle=lifecycle), server)
+    gateway = RetrievalGateway(settings.retrieval_url)  # ingestion through the API, as the key's tenant
+    collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsService(gateway), server)
+    vector_stores_pb2_grpc.add_VectorStoresServicer_to_server(VectorStoresFacade(FileStore(db), gateway), server)
+    stage_addresses = {spec.name: spec.address for spec in pipeline.config.stages if spec.address}
+    edge_pb2_grpc.add_EdgeServicer_to_server(EdgeHealth(llm.is_ready, stage_addresses), server)
     port = await start_serving(server, address or f"{settings.host}:{settings.orchestrator_port}", SERVICE_NAMES,
                                "orchestrator")
     return server, port, llm

@@ -3,11 +3,13 @@ become markdown headings, blocks become paragraphs) and .pdf (pypdf's text layer
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import BinaryIO
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
@@ -61,11 +63,24 @@ def html_to_text(html: str) -> str:
     return text.strip()
 
 
-def pdf_to_text(path: Path) -> str:
+def pdf_to_text(source: Path | BinaryIO) -> str:
     from pypdf import PdfReader
 
-    pages = [page.extract_text() or "" for page in PdfReader(str(path)).pages]
+    reader = PdfReader(str(source) if isinstance(source, Path) else source)
+    pages = [page.extract_text() or "" for page in reader.pages]
     return "\n\n".join(p.strip() for p in pages if p.strip())
+
+
+def text_from_bytes(filename: str, data: bytes) -> str:
+    """An uploaded file's text, by its name's suffix (the same rules as files read from disk)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".pdf":
+        return pdf_to_text(io.BytesIO(data))
+    if suffix not in SUFFIXES:
+        raise UnsupportedFile(f"{filename}: unsupported file type {suffix or '(none)'}; "
+                              f"use one of {', '.join(SUFFIXES)}")
+    text = data.decode("utf-8", errors="replace")
+    return html_to_text(text) if suffix in (".html", ".htm") else text
 
 
 def read_text(path: Path) -> str:

@@ -14,8 +14,9 @@ from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.common.metrics import record_retrieval
 from services.retrieval.embedding_client import EmbedderUnavailable
 from services.retrieval.indexer import Indexer, Outcome, SourceDocument
+from services.retrieval.registry import CollectionRegistry, Registered
 from services.retrieval.search import HybridSearcher, Mode
-from services.retrieval.store import InvalidRequest, MilvusStore
+from services.retrieval.store import InvalidRequest, MilvusStore, build_filter, physical_name
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,41 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
     return DEFAULT_TENANT
 
 
+class CollectionNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The collection {name!r} does not exist for your tenant (create it, or ingest into it "
+                         "with `sluice ingest PATH --collection NAME`; `sluice collections list` shows yours).")
+
+
 class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
-    def __init__(self, store: MilvusStore, indexer: Indexer, searcher: HybridSearcher) -> None:
+    def __init__(self, store: MilvusStore, indexer: Indexer, searcher: HybridSearcher,
+                 registry: CollectionRegistry | None = None) -> None:
         self.store = store
         self.indexer = indexer
         self.searcher = searcher
+        self.registry = registry or CollectionRegistry(store.client)
+
+    async def _registered(self, tenant: str, name: str) -> Registered:
+        """The tenant's collection, or CollectionNotFound. Chunks written before the registry existed count."""
+        physical_name(name)  # a malformed name is INVALID_ARGUMENT, not NOT_FOUND
+        found = await asyncio.to_thread(self.registry.get, tenant, name)
+        if found is None and await asyncio.to_thread(self.store.count, name, tenant) > 0:
+            found = await asyncio.to_thread(self.registry.add, tenant, name)
+        if found is None:
+            raise CollectionNotFound(name)
+        return found
+
+    async def _describe(self, tenant: str, entry: Registered) -> retrieval_pb2.Collection:
+        chunks = await asyncio.to_thread(self.store.count, entry.name, tenant)
+        documents = await asyncio.to_thread(self.store.count, entry.name, tenant, True) if chunks else 0
+        return retrieval_pb2.Collection(name=entry.name, created_at=entry.created_at, chunks=chunks,
+                                        documents=documents)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, InvalidRequest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, CollectionNotFound):
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         if isinstance(exc, EmbedderUnavailable):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         log.exception("retrieval call failed")
@@ -62,6 +89,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
             tenant = tenant_of(context)
             group: list[SourceDocument] = []
             written: set[str] = set()
+            registered: set[tuple[str, str]] = set()
 
             async def flush() -> None:
                 written.update(doc.collection for doc in group)
@@ -77,6 +105,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
 
             async for doc in request_iterator:
                 summary.documents += 1
+                if (tenant, doc.collection) not in registered:  # named by an ingest: the tenant has it now
+                    physical_name(doc.collection)
+                    await asyncio.to_thread(self.registry.add, tenant, doc.collection)
+                    registered.add((tenant, doc.collection))
                 group.append(SourceDocument(doc.collection, doc.id, doc.text, dict(doc.metadata)))
                 if len(group) >= INGEST_GROUP:
                     await flush()
@@ -87,6 +119,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
         except Exception as exc:
             await self._fail(context, exc)
         summary.seconds = time.perf_counter() - started
+        summary.tenant = tenant
         log.info("ingest: %d documents, %d written, %d unchanged, %d chunks in %.2f s", summary.documents,
                  summary.written, summary.unchanged, summary.chunks, summary.seconds)
         return summary
@@ -100,6 +133,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
             k = request.k or 5
             if not 1 <= k <= MAX_K:
                 raise InvalidRequest(f"k must be in [1, {MAX_K}]")
+            build_filter(tenant, list(request.document_ids), dict(request.filter))  # bad input before lookups
+            await self._registered(tenant, request.collection)
             started = time.perf_counter()
             result = await self.searcher.search(request.collection, tenant, request.query, k, Mode(request.mode),
                                                 list(request.document_ids), dict(request.filter))
@@ -122,3 +157,43 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer):
         except Exception as exc:
             await self._fail(context, exc)
         return retrieval_pb2.DeleteResponse(chunks_deleted=deleted)
+
+    async def CreateCollection(self, request: retrieval_pb2.CreateCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> retrieval_pb2.Collection:
+        try:
+            tenant = tenant_of(context)
+            physical_name(request.name)
+            entry = await asyncio.to_thread(self.registry.add, tenant, request.name)
+            return await self._describe(tenant, entry)
+        except Exception as exc:
+            await self._fail(context, exc)
+
+    async def ListCollections(self, request: retrieval_pb2.ListCollectionsRequest,
+                              context: grpc.aio.ServicerContext) -> retrieval_pb2.ListCollectionsResponse:
+        try:
+            tenant = tenant_of(context)
+            entries = await asyncio.to_thread(self.registry.list, tenant)
+            return retrieval_pb2.ListCollectionsResponse(
+                collections=[await self._describe(tenant, entry) for entry in entries], tenant=tenant)
+        except Exception as exc:
+            await self._fail(context, exc)
+
+    async def GetCollection(self, request: retrieval_pb2.GetCollectionRequest,
+                            context: grpc.aio.ServicerContext) -> retrieval_pb2.Collection:
+        try:
+            tenant = tenant_of(context)
+            return await self._describe(tenant, await self._registered(tenant, request.name))
+        except Exception as exc:
+            await self._fail(context, exc)
+
+    async def DeleteCollection(self, request: retrieval_pb2.DeleteCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> retrieval_pb2.DeleteCollectionResponse:
+        try:
+            tenant = tenant_of(context)
+            await self._registered(tenant, request.name)
+            deleted = await asyncio.to_thread(self.store.delete_tenant_rows, request.name, tenant)
+            await asyncio.to_thread(self.registry.remove, tenant, request.name)
+        except Exception as exc:
+            await self._fail(context, exc)
+        log.info("collection deleted: %d chunks", deleted)
+        return retrieval_pb2.DeleteCollectionResponse(name=request.name, chunks_deleted=deleted)

@@ -1,13 +1,13 @@
 """Chunks in Milvus through pymilvus' MilvusClient: a Milvus Lite file by default, any Milvus server by URI.
 
-One Milvus collection per Sluice collection (`sluice_<name>`). Each row is a chunk: dense vector, the text (analysed
-for BM25 by Milvus' own function into a sparse vector), document and chunk ids, the document's content hash, the tenant
-(a partition key), metadata JSON, and the chunk's vectors packed for re-scoring (whole chunk first, then its sentence
-windows; float16, base64 — neither Lite nor a 2.5 server has a variable-length list of vectors). Every read and delete
-is built here with `tenant_id == <tenant>` first, so no caller can widen it; metadata filters are structured
-(key == value), never raw expressions. On a Milvus server `tenant_id` is also the partition key, so a search touches
-only its tenant's partitions; Milvus Lite 2.5 rejects every filter on a collection with a partition key, so there the
-mandatory filter alone isolates tenants.
+One Milvus collection per Sluice collection (its Milvus-safe name from collection_names.py). Each row is a chunk: dense
+vector, the text (analysed for BM25 by Milvus' own function into a sparse vector), document and chunk ids, the
+document's content hash, the tenant (a partition key), metadata JSON, and the chunk's vectors packed for re-scoring
+(whole chunk first, then its sentence windows; float16, base64 — neither Lite nor a 2.5 server has a variable-length
+list of vectors). Every read and delete is built here with `tenant_id == <tenant>` first, so no caller can widen it;
+metadata filters are structured (key == value), never raw expressions. On a Milvus server `tenant_id` is also the
+partition key, so a search touches only its tenant's partitions; Milvus Lite 2.5 rejects every filter on a collection
+with a partition key, so there the mandatory filter alone isolates tenants.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+from services.retrieval import collection_names
 from services.retrieval.embedding_model import DIMENSIONS
 
-_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_TEXT_BYTES = 65_535
 MAX_ID = 1024
@@ -77,9 +77,10 @@ def unpack_vectors(packed: str) -> np.ndarray:
 
 
 def physical_name(collection: str) -> str:
-    if not _COLLECTION.match(collection or ""):
-        raise InvalidRequest(f"collection name must match {_COLLECTION.pattern}, got {collection!r}")
-    return f"sluice_{collection}"
+    try:
+        return collection_names.physical_name(collection)
+    except collection_names.InvalidCollectionName as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _literal(value: str) -> str:
@@ -237,13 +238,31 @@ class MilvusStore:
             if name is not None:
                 self.client.flush(name)
 
-    def count(self, collection: str, tenant: str) -> int:
+    def count(self, collection: str, tenant: str, first_chunks_only: bool = False) -> int:
+        """The tenant's chunks in the collection (or its documents: each has one chunk 0)."""
+        expression = build_filter(tenant) + (" and chunk_index == 0" if first_chunks_only else "")
         with self._lock:
             name = self._collection(collection, create=False)
             if name is None:
                 return 0
-            rows = self.client.query(name, filter=build_filter(tenant), output_fields=["count(*)"])
+            rows = self.client.query(name, filter=expression, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def delete_tenant_rows(self, collection: str, tenant: str) -> int:
+        """Every chunk of the tenant in the collection (the collection itself stays: other tenants share it)."""
+        expression = build_filter(tenant)
+        with self._lock:
+            name = self._collection(collection, create=False)
+            if name is None:
+                return 0
+            deleted = 0
+            while pks := [row["pk"] for row in self.client.query(name, filter=expression, output_fields=["pk"],
+                                                                  limit=MAX_QUERY_ROWS)]:
+                self.client.delete(name, ids=pks)
+                deleted += len(pks)
+            if deleted:
+                self.client.flush(name)
+            return deleted
 
     # --- reads --------------------------------------------------------------------------------------------------
 

@@ -100,10 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     put.add_argument("--actor", default="cli", help="recorded as the policy's `updated_by`")
     put.set_defaults(func=_cmd_set)
     show = policy_sub.add_parser("show", help="the policy the safety service applies to a tenant")
-    show.add_argument("--tenant", required=True)
+    show.add_argument("--tenant", required=True, help="tenant id; `default` for the default policy")
     show.add_argument("--own", action="store_true", help="only the settings that differ from the defaults")
     show.set_defaults(func=_cmd_show)
     reset = policy_sub.add_parser("reset", help="remove a tenant's own policy (back to the default)")
-    reset.add_argument("--tenant", required=True)
+    reset.add_argument("--tenant", required=True, help="tenant id; `default` for the default policy")
     reset.set_defaults(func=_cmd_reset)
 

@@ -14,6 +14,10 @@ from pathlib import Path
 ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
 TEMPLATE_PATH = ENVOY_DIR / "envoy.yaml.tmpl"
 LUA_PATH = ENVOY_DIR / "error_status.lua"
+# Files Envoy answers itself (direct responses): the playground page and script, and the OpenAPI document.
+PLAYGROUND_HTML = ENVOY_DIR / "playground" / "index.html"
+PLAYGROUND_JS = ENVOY_DIR / "playground" / "playground.js"
+OPENAPI_PATH = ENVOY_DIR / "openapi.yaml"
 
 # Indentation of the `inline_string: |` block scalar in the template that receives the Lua source.
 _LUA_INDENT = " " * 18
@@ -101,6 +105,9 @@ def render_envoy_config(
         "max_downstream_connections": _positive("max_downstream_connections", max_downstream_connections),
         "max_streams_per_connection": _positive("max_streams_per_connection", max_streams_per_connection),
         "max_heap_bytes": _positive("max_heap_bytes", max_heap_bytes),
+        "playground_html": json.dumps(str(PLAYGROUND_HTML)),
+        "playground_js": json.dumps(str(PLAYGROUND_JS)),
+        "openapi_yaml": json.dumps(str(OPENAPI_PATH)),
         "lua_source": textwrap.indent(lua.rstrip("\n"), _LUA_INDENT, lambda line: True),
     }
     rendered = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)

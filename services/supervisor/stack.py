@@ -213,7 +213,9 @@ def banner(settings: Settings, seconds: float, key: str) -> str:
     base = settings.public_base_url
     return f"""
 Sluice is up ({seconds:.1f} s): Triton (CPU), safety, retrieval, orchestrator and Envoy
+  playground (browser)  : http://{settings.host}:{settings.http_port}/
   OpenAI-compatible API : {base}   (model: {settings.model_name})
+  health                : http://{settings.host}:{settings.http_port}/healthz, /readyz, /openapi.yaml
   native gRPC (same port): {settings.host}:{settings.http_port}   service sluice.v1.Chat
   Triton                 : grpc {settings.triton_grpc_url}, metrics http://{settings.host}:{settings.triton_metrics_port}/metrics
   logs                   : {settings.run_dir / 'logs'}
@@ -339,11 +341,26 @@ def down(settings: Settings | None = None, timeout: float = 60.0) -> int:
     return 0
 
 
-def status(settings: Settings | None = None) -> int:
+def endpoints(settings: Settings) -> dict[str, str]:
+    """Where a running stack answers (what `sluice status` repeats from the banner)."""
+    from services.orchestrator.tenancy.dev_key import key_file
+
+    s = settings
+    return {"playground": f"http://{s.host}:{s.http_port}/", "openai_api": s.public_base_url,
+            "native_grpc": f"{s.host}:{s.http_port}", "health": f"http://{s.host}:{s.http_port}/readyz",
+            "openapi": f"http://{s.host}:{s.http_port}/openapi.yaml",
+            "metrics": f"http://{s.host}:{s.orchestrator_metrics_port}/metrics", "traces": s.telemetry_url,
+            "logs": str(s.run_dir / "logs"), "dev_api_key_file": str(key_file(s))}
+
+
+def status(settings: Settings | None = None, as_json: bool = False) -> int:
     settings = settings or Settings.from_env()
     state = _read_state(settings)
     if not state or not _pid_alive(state.get("pid")):
-        print("sluice: not running")
+        if as_json:
+            print(json.dumps({"running": False}))
+        else:
+            print("sluice: not running (start it with `sluice up`)")
         return 3
     s = settings
     checks = {
@@ -354,11 +371,18 @@ def status(settings: Settings | None = None) -> int:
         "orchestrator": grpc_serving(f"{s.host}:{s.orchestrator_port}"),
         "envoy": envoy_ready(s.host, s.envoy_admin_port),
     }
-    print(f"sluice: running (supervisor pid {state['pid']}) at {state['endpoint']}")
-    for name, healthy in checks.items():
-        pid = (state.get("processes") or {}).get(name)
-        restarts = (state.get("restarts") or {}).get(name, 0)
-        print(f"  {name:<13} pid {pid!s:<8} {'ready' if healthy else 'NOT READY':<10} restarts {restarts}")
+    processes = {name: {"pid": (state.get("processes") or {}).get(name), "ready": healthy,
+                        "restarts": (state.get("restarts") or {}).get(name, 0)} for name, healthy in checks.items()}
+    if as_json:
+        print(json.dumps({"running": True, "ready": all(checks.values()), "supervisor_pid": state["pid"],
+                          "endpoints": endpoints(settings), "processes": processes}, indent=2))
+        return 0 if all(checks.values()) else 1
+    print(f"sluice: running (supervisor pid {state['pid']}), {'ready' if all(checks.values()) else 'NOT READY'}")
+    for name, where in endpoints(settings).items():
+        print(f"  {name.replace('_', ' '):<17} {where}")
+    for name, process in processes.items():
+        print(f"  {name:<13} pid {process['pid']!s:<8} {'ready' if process['ready'] else 'NOT READY':<10} "
+              f"restarts {process['restarts']}")
     return 0 if all(checks.values()) else 1
 
 

@@ -1,5 +1,6 @@
-"""The retrieval service in the running stack: `sluice ingest` of a folder, search through gRPC, re-ingest skips
-unchanged files, tenants are isolated on every method, and a small slice of the evaluation corpus is answered."""
+"""The retrieval service in the running stack: `sluice ingest` of a folder through the API (as the key's tenant),
+search through gRPC, re-ingest skips unchanged files, tenants are isolated on every method (another tenant's
+collection is NOT_FOUND, not an empty answer), and a small slice of the evaluation corpus is answered."""
 
 from __future__ import annotations
 
@@ -34,22 +35,61 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_ingest_cli_then_search_finds_the_answering_document(stack: Settings, folder: Path,
+def test_ingest_cli_then_search_finds_the_answering_document(stack: Settings, folder: Path, tenant_keys,
                                                              retrieval, capsys: pytest.CaptureFixture) -> None:
-    assert ingest([str(folder)], "manuals", settings=stack) == 0
+    key = tenant_keys("tenant-cli", "enterprise")
+    assert ingest([str(folder)], "manuals", api_key=key, settings=stack) == 0
     out = capsys.readouterr()
     assert "3 documents" in out.out and "3 written" in out.out and "0 skipped unchanged" in out.out
+    assert "collection 'manuals' of tenant 'tenant-cli'" in out.out  # the key's tenant, said out loud
+    cli = (("x-sluice-tenant", "tenant-cli"),)
+    with pytest.raises(grpc.RpcError) as caught:  # nothing went to the default tenant
+        retrieval.Search(retrieval_pb2.SearchRequest(query="kettle", collection="manuals", k=3))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     reply = retrieval.Search(retrieval_pb2.SearchRequest(query="How often should I descale the kettle?",
-                                                         collection="manuals", k=3))
+                                                         collection="manuals", k=3), metadata=cli)
     assert reply.hits[0].document_id == "guides/kettle.md"
     assert reply.hits[0].chunk_id.startswith("guides/kettle.md#")
     assert "citric acid" in reply.hits[0].text and reply.hits[0].metadata["type"] == "md"
     html_hit = retrieval.Search(retrieval_pb2.SearchRequest(query="toaster browning levels", collection="manuals",
-                                                            k=1, filter={"type": "html"}))
+                                                            k=1, filter={"type": "html"}), metadata=cli)
     assert [h.document_id for h in html_hit.hits] == ["faq.html"]
     # Resumable and idempotent: a second run writes nothing.
-    assert ingest([str(folder)], "manuals", settings=stack) == 0
+    assert ingest([str(folder)], "manuals", api_key=key, settings=stack) == 0
     assert "0 written" in capsys.readouterr().out
+
+
+def test_ingest_cli_refuses_a_bad_key_and_a_bad_name_in_words(stack: Settings, folder: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    assert ingest([str(folder)], "manuals", api_key="sk-sluice-nope", settings=stack) == 1
+    err = capsys.readouterr().err
+    assert "API key was refused" in err and "UNAUTHENTICATED" not in err and "resume" not in err
+    assert ingest([str(folder)], "no spaces", api_key="sk-sluice-nope", settings=stack) == 2
+    assert "invalid collection name 'no spaces'" in capsys.readouterr().err
+
+
+def test_collections_with_dashes_and_dots_are_listed_and_deleted_per_tenant(retrieval) -> None:
+    for name in ("my-docs", "v1.2_notes"):
+        summary = retrieval.Ingest(iter([retrieval_pb2.Document(id="a.md", collection=name, text=f"About {name}.")]),
+                                   metadata=A)
+        assert summary.written == 1 and summary.tenant == "tenant-a"
+    created = retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="empty.one"), metadata=A)
+    assert (created.name, created.chunks, created.documents) == ("empty.one", 0, 0)
+    listed = {c.name: (c.documents, c.chunks) for c in retrieval.ListCollections(
+        retrieval_pb2.ListCollectionsRequest(), metadata=A).collections}
+    assert listed["my-docs"] == (1, 1) and listed["v1.2_notes"] == (1, 1) and listed["empty.one"] == (0, 0)
+    assert "my-docs" not in {c.name for c in retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest(),
+                                                                       metadata=B).collections}
+    with pytest.raises(grpc.RpcError) as caught:  # tenant B cannot delete A's collection
+        retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name="my-docs"), metadata=B)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    deleted = retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name="my-docs"), metadata=A)
+    assert deleted.chunks_deleted == 1
+    with pytest.raises(grpc.RpcError) as caught:
+        retrieval.Search(retrieval_pb2.SearchRequest(query="About", collection="my-docs"), metadata=A)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    hits = retrieval.Search(retrieval_pb2.SearchRequest(query="About notes", collection="v1.2_notes"), metadata=A)
+    assert [h.document_id for h in hits.hits] == ["a.md"]
 
 
 def test_tenant_b_cannot_search_or_delete_tenant_a_documents(retrieval) -> None:
@@ -59,8 +99,10 @@ def test_tenant_b_cannot_search_or_delete_tenant_a_documents(retrieval) -> None:
     for mode in (retrieval_pb2.HYBRID, retrieval_pb2.DENSE, retrieval_pb2.LEXICAL):
         request = retrieval_pb2.SearchRequest(query="When does Kestrel ship?", collection="private", k=5, mode=mode)
         assert [h.document_id for h in retrieval.Search(request, metadata=A).hits] == ["plan.md"]
-        assert list(retrieval.Search(request, metadata=B).hits) == []
-        assert list(retrieval.Search(request).hits) == []  # no tenant header: the default tenant, not a wildcard
+        for other in (B, ()):  # no tenant header: the default tenant, not a wildcard
+            with pytest.raises(grpc.RpcError) as caught:
+                retrieval.Search(request, metadata=other)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     deleted = retrieval.Delete(retrieval_pb2.DeleteRequest(collection="private", document_ids=["plan.md"]),
                                metadata=B)
     assert deleted.chunks_deleted == 0

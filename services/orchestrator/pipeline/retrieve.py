@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
+from services.common.errors import ApiError
 from services.orchestrator.chat_request import ChatMessage, ChatRequest
+from services.orchestrator.ingestion.gateway import collection_not_found
 from services.orchestrator.pipeline.input_guard import InputGuard
 from services.orchestrator.pipeline.stages import Stage, StageDown, run_stage
 
@@ -23,6 +25,12 @@ DEFAULT_TOKEN_BUDGET = 384
 INSTRUCTION = ("Answer the user's question using the passages below. Each passage starts with its source id in "
                "brackets; say which source you used. If the passages do not contain the answer, say so.")
 SHORT_FOLLOW_UP_WORDS = 6  # a latest turn this short is searched together with the previous user turn
+SNIPPET_CHARS = 240  # the passage text a citation carries
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +39,16 @@ class Passage:
     chunk_id: str
     text: str
     score: float
+    collection: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def citation(self) -> dict:
-        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": round(self.score, 6)}
+        """What the answer cites: where the passage comes from (`source` is the document's path or file name as
+        ingested, `title` its title when it had one) and the start of the text the model was given."""
+        meta = dict(self.metadata)
+        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "collection": self.collection,
+                "source": meta.get("source", self.document_id), "title": meta.get("title"),
+                "snippet": snippet(self.text), "score": round(self.score, 6)}
 
     def line(self) -> str:
         return f"[{self.chunk_id}] {' '.join(self.text.split())}"
@@ -92,13 +107,13 @@ class RetrieveStage:
         self.count_tokens = count_tokens or (lambda model, text: max(1, len(text) // 4))
 
     async def _search(self, query: str, collections: tuple[str, ...], k: int,
-                      tenant: str) -> list[retrieval_pb2.Hit]:
+                      tenant: str) -> list[tuple[str, retrieval_pb2.Hit]]:
         metadata = ((TENANT_HEADER, tenant),)
         replies = await asyncio.gather(*(
             self.stub.Search(retrieval_pb2.SearchRequest(query=query, collection=name, k=k), metadata=metadata,
                              timeout=self.stage.spec.timeout_s)
             for name in collections))
-        return [hit for reply in replies for hit in reply.hits]
+        return [(name, hit) for name, reply in zip(collections, replies, strict=True) for hit in reply.hits]
 
     async def run(self, chat: ChatRequest, *, tenant: str, request_id: str, degraded: list[str]) -> RetrievalResult:
         options = chat.retrieval
@@ -106,13 +121,20 @@ class RetrieveStage:
         if options is None or not query:
             return RetrievalResult(chat, [])
         k = min(options.top_k, self.max_top_k)
-        hits = await run_stage(self.stage, lambda: self._search(query, options.collections, k, tenant), degraded)
+        try:
+            hits = await run_stage(self.stage, lambda: self._search(query, options.collections, k, tenant),
+                                   degraded)
+        except ApiError as error:
+            if error.status == 404:  # a collection the tenant does not have: say so rather than answer ungrounded
+                raise collection_not_found(error.message, "retrieval.collections") from None
+            raise
         if not hits:  # down (fail open) or nothing found: answer without passages
             return RetrievalResult(chat, [])
-        best: dict[str, Passage] = {}
-        for hit in hits:  # the same chunk from two collections cannot happen, but keep the best score if it does
-            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
-                best[hit.chunk_id] = Passage(hit.document_id, hit.chunk_id, hit.text, hit.score)
+        best: dict[tuple[str, str], Passage] = {}
+        for name, hit in hits:  # the same chunk id may exist in two collections: keep both
+            if (name, hit.chunk_id) not in best or hit.score > best[(name, hit.chunk_id)].score:
+                best[(name, hit.chunk_id)] = Passage(hit.document_id, hit.chunk_id, hit.text, hit.score, name,
+                                                     tuple(sorted(hit.metadata.items())))
         passages = sorted(best.values(), key=lambda p: -p.score)[:k]
         if self.screen is not None:
             try:

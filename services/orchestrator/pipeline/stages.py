@@ -33,11 +33,13 @@ class StageDown(Exception):
 
 # gRPC codes by which a stage's service refuses one request while itself healthy, and the HTTP status they become.
 REQUEST_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
+                    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.NOT_FOUND: 404}
 
 
 def refused_by_stage(stage: str, exc: grpc.aio.AioRpcError) -> ApiError:
     status = REQUEST_REFUSALS[exc.code()]
+    if status == 404:  # something the request names does not exist (e.g. a collection): the stage says what
+        return ApiError(404, exc.details() or "Not found.", "invalid_request_error", None, "not_found")
     if status == 429:
         return ApiError(429, f"Too many requests of your tenant are in the {stage.replace('_', ' ')} stage; retry "
                              "shortly.", "requests", None, "rate_limit_exceeded", retry_after=1.0)

@@ -22,8 +22,8 @@ from services.orchestrator.tenancy.keys import KEY_PREFIX, key_id_of
 from services.orchestrator.tenancy.principal import Principal, current_principal
 from services.orchestrator.tenancy.store import TenantStore
 
-OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-OPENAI_SERVICE = "/sluice.v1.OpenAI/"
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/sluice.v1.Edge/")  # /healthz, /readyz too
+HTTP_SERVICES = ("/sluice.v1.OpenAI/", "/sluice.v1.VectorStores/")  # transcoded: errors as OpenAI JSON
 CACHE_LIMIT = 10_000
 
 ErrorRenderer = Callable[[grpc.aio.ServicerContext, str, ApiError], Awaitable[Any]]
@@ -111,7 +111,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                                     key_prefix=prefix, request_id=_request_id(metadata))
 
     def _reject(self, handler: Any, method: str, error: ApiError) -> Any:
-        openai = method.startswith(OPENAI_SERVICE)
+        openai = method.startswith(HTTP_SERVICES)
         render = self._render_error
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
