@@ -60,6 +60,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 temperature=args.temperature, collections=args.collection, api_key=args.api_key)
 
 
+def _cmd_eval_rag_answers(args: argparse.Namespace) -> int:
+    from services.retrieval.rag_answers import run_cli
+
+    return run_cli(model=args.model, collection=args.collection, api_key=args.api_key, verbose=args.verbose)
+
+
 def _cmd_eval_tools(args: argparse.Namespace) -> int:
     from services.bench.tool_call_eval import run_cli
 
@@ -269,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tools.add_argument("--seed", type=int, default=0, help="seed of the generated tools and prompts")
     eval_tools.add_argument("--model", default=None, help="model (default: the stack's model)")
     eval_tools.set_defaults(func=_cmd_eval_tools)
+    rag_answers = eval_sub.add_parser("rag-answers", help="grounded answers through the stack: the held-out set in "
+                                      "tests/data/rag_answers ingested, questions asked via the API, exact name "
+                                      "match, plus questions the documents do not answer")
+    rag_answers.add_argument("--model", default=None, help="model (default: the stack's model)")
+    rag_answers.add_argument("--collection", default="rag-answers", help="collection the set is ingested into")
+    rag_answers.add_argument("--api-key", default=None, help="default: SLUICE_API_KEY, else the local dev key")
+    rag_answers.add_argument("--verbose", action="store_true", help="print every question and answer")
+    rag_answers.set_defaults(func=_cmd_eval_rag_answers)
 
     bench = sub.add_parser("bench", help="benchmarks (results as JSON + PNG)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
