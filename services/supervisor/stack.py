@@ -232,6 +232,7 @@ Try it:
 
 def run_foreground(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines (plugins, SQLite impl) are console noise
     stack = Stack(settings)
     stop = threading.Event()
 

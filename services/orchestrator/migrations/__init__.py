@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from alembic import command
@@ -22,9 +21,6 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Upgrades the database at `url` to `revision`. Idempotent: an up-to-date database is left as it is."""
-    alembic_log = logging.getLogger("alembic")
-    if alembic_log.level == logging.NOTSET:  # its INFO lines ("Context impl SQLiteImpl") are noise on a console
-        alembic_log.setLevel(logging.WARNING)
     engine = create_db_engine(url)
     try:
         with engine.connect() as connection:
