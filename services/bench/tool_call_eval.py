@@ -1,0 +1,137 @@
+"""`sluice eval tools`: constrained tool calls with tools the model never saw, through the running stack's OpenAI API.
+
+Each case offers one to three generated tools (made-up names, varied parameter schemas: strings, integers, numbers,
+booleans, enums, arrays, nested objects, required and optional fields) with `tool_choice: required` and counts a call
+as valid when its name is one of the offered tools and its arguments parse and validate against that tool's schema.
+The cases are generated from a seed, so a run is repeatable; half the requests sample (temperature 0.8).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+VERBS = ["fetch", "book", "rate", "archive", "ship", "quote", "audit", "merge", "tag", "scan", "route", "pause"]
+NOUNS = ["invoice", "parcel", "meeting", "sensor", "ticket", "recipe", "voucher", "playlist", "reactor", "greenhouse"]
+FIELDS = ["id", "label", "count", "priority", "region", "notes", "size", "owner", "urgent", "colour", "window"]
+ASKS = ["Please {verb} the {noun} for me.", "Can you {verb} my {noun}? It is number 42.",
+        "I need the {noun} {verb}ed before Friday.", "{verb} {noun} 7, the blue one, quickly."]
+
+
+def _property(rng: random.Random, depth: int) -> dict[str, Any]:
+    kind = rng.choice(["string", "integer", "number", "boolean", "enum", "array", "object"] if depth < 2
+                      else ["string", "integer", "boolean", "enum"])
+    if kind == "enum":
+        return {"type": "string", "enum": rng.sample(["low", "mid", "high", "red", "green", "north", "south"], 3)}
+    if kind == "integer":
+        return {"type": "integer", "minimum": 0, "maximum": rng.choice([9, 100, 5000])}
+    if kind == "string":
+        return {"type": "string", "maxLength": rng.choice([8, 16, 40])}
+    if kind == "array":
+        return {"type": "array", "items": _property(rng, depth + 1), "minItems": 1, "maxItems": 3}
+    if kind == "object":
+        return _object(rng, depth + 1)
+    return {"type": kind}
+
+
+def _object(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    names = rng.sample(FIELDS, rng.randint(1, 3))
+    return {"type": "object", "properties": {name: _property(rng, depth) for name in names},
+            "required": rng.sample(names, rng.randint(1, len(names))), "additionalProperties": False}
+
+
+def make_cases(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` requests (messages + tools) with generated tools."""
+    rng = random.Random(seed)
+    cases = []
+    for index in range(count):
+        tools = []
+        for _ in range(rng.randint(1, 3)):
+            name = f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}_{rng.randint(10, 99)}"
+            if all(t["function"]["name"] != name for t in tools):
+                tools.append({"type": "function", "function": {
+                    "name": name, "description": f"{name.replace('_', ' ')} (made up for this evaluation)",
+                    "parameters": _object(rng)}})
+        verb, noun = tools[0]["function"]["name"].split("_")[:2]
+        question = rng.choice(ASKS).format(verb=verb, noun=noun)
+        cases.append({"messages": [{"role": "user", "content": question}], "tools": tools,
+                      "temperature": 0.8 if index % 2 else 0.0, "seed": index})
+    return cases
+
+
+@dataclass(slots=True)
+class EvalResult:
+    cases: int = 0
+    valid: int = 0
+    calls: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.valid / self.cases if self.cases else 0.0
+
+
+def call_errors(message: Any, tools: list[dict[str, Any]]) -> list[str]:
+    """Why an answer is not a valid call of the offered tools (empty: it is)."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    calls = message.tool_calls or []
+    if not calls:
+        return ["no tool call"]
+    errors = []
+    for call in calls:
+        if call.function.name not in schemas:
+            errors.append(f"called {call.function.name!r}, which was not offered")
+            continue
+        try:
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+        except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+            errors.append(f"{call.function.name}: {str(exc).splitlines()[0]}")
+    return errors
+
+
+def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: int = 160) -> EvalResult:
+    """Runs the cases one by one through `client` (an openai.OpenAI)."""
+    result = EvalResult()
+    started = time.monotonic()
+    for index, case in enumerate(cases):
+        reply = client.chat.completions.create(model=model, tool_choice="required", max_tokens=max_tokens, **case)
+        choice = reply.choices[0]
+        errors = call_errors(choice.message, case["tools"])
+        if choice.finish_reason == "length":
+            errors.append("cut off by max_tokens")
+        result.cases += 1
+        result.calls += len(choice.message.tool_calls or [])
+        if errors:
+            result.failures.append(f"case {index}: {'; '.join(errors)}")
+        else:
+            result.valid += 1
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def run_cli(count: int = 100, seed: int = 0, model: str | None = None) -> int:
+    import openai
+
+    from services.common.settings import Settings
+    from services.orchestrator.tenancy.dev_key import local_api_key
+
+    settings = Settings.from_env()
+    client = openai.OpenAI(base_url=settings.public_base_url, api_key=local_api_key(settings) or "none",
+                           max_retries=0, timeout=120)
+    try:
+        result = evaluate(client, model or settings.model_name, make_cases(count, seed))
+    except openai.APIError as exc:
+        print(f"sluice eval tools: {exc}", file=sys.stderr)
+        return 1
+    print(f"tool calls with unseen tools (tool_choice=required, seed {seed}): {result.valid}/{result.cases} valid "
+          f"({result.rate:.0%}), {result.calls} calls, {result.seconds:.1f} s")
+    for failure in result.failures:
+        print("  " + failure)
+    return 0 if result.valid == result.cases else 1
