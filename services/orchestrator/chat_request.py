@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import invalid
+from services.common.errors import ApiError, invalid
+from services.orchestrator.structured_output import ResponseFormat, parse_response_format
 from services.orchestrator.tools.spec import (
     ToolChoice,
     ToolSpec,
@@ -30,17 +31,33 @@ MAX_RETRIEVAL_TOP_K = 20
 DEFAULT_RETRIEVAL_TOP_K = 4
 _COLLECTION = NAME_PATTERN  # a collection name as the retrieval service accepts it
 
-# Accepted OpenAI fields. Those listed in UNSUPPORTED are understood but not implemented here: they get a clear 400
-# rather than being silently ignored.
+# The fields this endpoint implements. Anything else (an OpenAI field Sluice does not implement, such as
+# `logit_bias`, `reasoning_effort` or `prediction`, or a name nobody defines) is one 400 `unsupported_parameter`
+# naming it: nothing is silently ignored.
 KNOWN_FIELDS = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
     "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "response_format",
-    "logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls", "functions",
-    "function_call", "metadata", "store", "service_tier", "top_k", "repetition_penalty", "min_tokens", "persona",
+    "logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "store", "service_tier", "metadata",
+    "top_k", "repetition_penalty", "min_tokens", "persona",
     "server_tools",  # Sluice extension: tools the orchestrator runs itself (services/orchestrator/tools/registry.py)
     "retrieval",  # Sluice extension: {"collections": [...], "top_k": 4} — the retrieve stage (pipeline/retrieve.py)
 }
-UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "functions", "function_call"}
+MAX_N = 8
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's limits
+MAX_TOP_LOGPROBS = 20
+SERVICE_TIERS = ("auto", "default")  # one tier here; "flex", "priority" and "scale" are refused
+
+
+def unsupported(name: str, detail: str = "") -> ApiError:
+    return invalid(f"'{name}' is not supported by this deployment{detail}.", name, "unsupported_parameter")
+
+
+def refuse_unsupported(body: dict[str, Any], known: set[str]) -> None:
+    """The one rule for what is not implemented: 400 unsupported_parameter naming the first such field. A field
+    sent empty (null, [], {}) asks for nothing and is accepted."""
+    extra = sorted(name for name in set(body) - known if body[name] not in (None, [], {}))
+    if extra:
+        raise unsupported(extra[0])
 
 
 @dataclass(slots=True)
@@ -96,6 +113,13 @@ class ChatRequest:
     parallel_tool_calls: bool = True
     server_tools: list[str] = field(default_factory=list)
     retrieval: RetrievalOptions | None = None
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+    prompt_ids: tuple[int, ...] | None = None  # /v1/completions: the prompt as tokens (no chat template)
+    raw_prompt: bool = False  # /v1/completions: messages[0].content is the whole prompt, encoded as is
+    metadata: dict[str, str] | None = None  # kept with the request's usage record (tenancy/usage.py)
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -218,8 +242,8 @@ def parse_retrieval(raw: Any) -> RetrievalOptions | None:
                       "\"top_k\": 4}.", "retrieval", "invalid_type")
     unknown = sorted(set(raw) - {"collections", "top_k"})
     if unknown:
-        raise invalid(f"Unrecognized argument in 'retrieval': {unknown[0]}", f"retrieval.{unknown[0]}",
-                      "unknown_parameter")
+        raise invalid(f"'retrieval.{unknown[0]}' is not supported by this deployment.", f"retrieval.{unknown[0]}",
+                      "unsupported_parameter")
     collections = raw.get("collections")
     if collections is None:
         raise invalid("Missing required parameter: 'retrieval.collections'.", "retrieval.collections",
@@ -286,20 +310,9 @@ def parse_json_body(data: bytes) -> dict[str, Any]:
 
 
 def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
-    unknown = sorted(set(body) - KNOWN_FIELDS)
-    if unknown:
-        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
-    for name in sorted(UNSUPPORTED & set(body)):
-        if body[name] not in (None, False, [], {}):
-            raise invalid(f"'{name}' is not supported by this deployment.", name, "unsupported_parameter")
-    model = body.get("model")
-    if model is None:
-        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise invalid("Invalid type for 'model': expected a non-empty string.", "model", "invalid_type")
-    n = _integer(body, "n", 1, 128)
-    if n not in (None, 1):
-        raise invalid("Only n=1 is supported.", "n", "unsupported_value")
+    refuse_unsupported(body, KNOWN_FIELDS)
+    model = parse_model(body)
+    check_store_and_tier(body)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -315,10 +328,11 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
             raise invalid("Invalid 'stream_options': expected {\"include_usage\": boolean}.", "stream_options",
                           "invalid_type")
         include_usage = bool(options.get("include_usage", False))
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise invalid("Only response_format {\"type\": \"text\"} is supported.", "response_format",
-                      "unsupported_value")
+    response_format = parse_response_format(body.get("response_format"))
+    stop = _stop(body)
+    if response_format.constrained and stop:
+        raise unsupported("stop", " together with a JSON response_format (a stop string would cut the JSON)")
+    logprobs, top_logprobs = parse_logprobs(body)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid("Invalid type for 'user': expected a string.", "user", "invalid_type")
@@ -329,6 +343,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     tools = parse_tools(body.get("tools"))
     server_tools = parse_server_tools(body.get("server_tools"))
     tool_choice = parse_tool_choice(body.get("tool_choice"), {t.name for t in tools} | set(server_tools))
+    if response_format.constrained and tool_choice.mode != "none":
+        raise unsupported("response_format", " together with tools (a tool call is constrained by its own schema)")
     return ChatRequest(
         model=model,
         messages=_messages(body),
@@ -337,7 +353,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         top_k=_integer(body, "top_k", 0, 1 << 20) or 0,
         seed=_integer(body, "seed", -(2**63), 2**63 - 1),
-        stop=_stop(body),
+        stop=stop,
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
         repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.01, 10.0),
@@ -352,7 +368,58 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         retrieval=parse_retrieval(body.get("retrieval")),
         persona=_persona(body),
         explicit=frozenset(key for key in PERSONA_DEFAULTABLE if body.get(key) is not None),
+        response_format=response_format,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        n=_integer(body, "n", 1, MAX_N) or 1,
+        metadata=parse_metadata(body.get("metadata")),
     )
+
+
+def parse_metadata(raw: Any) -> dict[str, str] | None:
+    """OpenAI `metadata`: up to 16 string pairs, stored with the usage record of the request."""
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise invalid("Invalid type for 'metadata': expected an object of string keys and string values.",
+                      "metadata", "invalid_type")
+    if len(raw) > MAX_METADATA_PAIRS or any(len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE
+                                            for k, v in raw.items()):
+        raise invalid(f"Invalid 'metadata': at most {MAX_METADATA_PAIRS} pairs, keys of at most {MAX_METADATA_KEY} "
+                      f"and values of at most {MAX_METADATA_VALUE} characters.", "metadata", "invalid_value")
+    return dict(raw)
+
+
+def parse_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise invalid("Invalid type for 'model': expected a non-empty string.", "model", "invalid_type")
+    return model
+
+
+def check_store_and_tier(body: dict[str, Any]) -> None:
+    """`store: false` and `service_tier: auto/default` describe what Sluice does anyway; anything else is refused."""
+    store = body.get("store")
+    if store is not None and not isinstance(store, bool):
+        raise invalid("Invalid type for 'store': expected a boolean.", "store", "invalid_type")
+    if store:
+        raise unsupported("store", " (completions are not stored for later retrieval; use the Conversations API)")
+    tier = body.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        raise unsupported("service_tier", f": {tier!r} (accepted: {', '.join(SERVICE_TIERS)})")
+
+
+def parse_logprobs(body: dict[str, Any]) -> tuple[bool, int]:
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise invalid("Invalid type for 'logprobs': expected a boolean.", "logprobs", "invalid_type")
+    top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top is not None and not logprobs:
+        raise invalid("Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+                      "top_logprobs", "invalid_value")
+    return bool(logprobs), top or 0
 
 
 PERSONA_DEFAULTABLE = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",

@@ -18,7 +18,7 @@ import numpy as np
 from google.api import httpbody_pb2
 
 from services.common.errors import ApiError, internal, invalid, model_not_found, unavailable
-from services.orchestrator.chat_request import parse_json_body
+from services.orchestrator.chat_request import parse_json_body, refuse_unsupported
 from services.orchestrator.tenancy.metering import RequestMeter, UnmeteredRequest
 from services.retrieval.embedding_client import EmbedderUnavailable, EmbeddingClient
 from services.retrieval.embedding_model import DIMENSIONS, MODEL_NAME
@@ -47,9 +47,7 @@ def estimated_tokens(texts: list[str]) -> int:
 
 
 def parse_embeddings_request(body: dict[str, Any]) -> EmbeddingsRequest:
-    unknown = sorted(set(body) - KNOWN_FIELDS)
-    if unknown:
-        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
+    refuse_unsupported(body, KNOWN_FIELDS)  # one rule for what is not implemented (chat_request.py)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("you must provide a model parameter", "model", "missing_required_parameter")

@@ -14,11 +14,13 @@ from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
+from services.orchestrator.logprobs import TokenLogprobs
 from services.orchestrator.prefix_cache import cache_salt_id
 from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.response_cache import CachedResponse, ResponseCache, cache_key
 from services.orchestrator.routing import RouteDecision, Router
 from services.orchestrator.stop_strings import StopStringMatcher
+from services.orchestrator.structured_output import Guide
 from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.triton_llm import LLMChunk, LLMParams, TokenTally, TritonLLM
 
@@ -80,6 +82,15 @@ def context_length_exceeded(window: int, prompt_tokens: int, completion_tokens: 
                          "completion.", "invalid_request_error", "messages", "context_length_exceeded")
 
 
+def raw_prompt_ids(request: ChatRequest, tokenizer: ChatTokenizer) -> list[int]:
+    """A /v1/completions prompt: the client's token ids, unless a stage rewrote the text they spell (redaction),
+    then that text encoded as is."""
+    text = request.messages[0].content
+    if request.prompt_ids is not None and tokenizer.decode(list(request.prompt_ids), False) == text:
+        return list(request.prompt_ids)
+    return tokenizer.encode(text)
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationPlan:
     """What planning decided for a request: never changed once made. Admission (`admitted`) and a fallback
@@ -96,6 +107,8 @@ class GenerationPlan:
     tenant: str = "default"
     priority: int = 0  # the engine's scheduling priority (metering sets it at admission); not a sampling parameter
     cacheable: bool = True  # False when the input guard found content (e.g. PII) that must not be stored
+    guide: Guide | None = None  # what the engine constrains the output to (response_format, a tool-call grammar)
+    raw_prompt: bool = False  # /v1/completions: the first message is the prompt text, encoded without a template
 
 
 @dataclass(slots=True)
@@ -142,6 +155,10 @@ class PreparedGeneration:
         return self.plan.tenant
 
     @property
+    def guide(self) -> Guide | None:
+        return self.plan.guide
+
+    @property
     def priority(self) -> int:
         return self.plan.priority
 
@@ -185,7 +202,7 @@ class Generator:
 
     def prepare(self, request: ChatRequest, *, tools: list[dict] | None = None,
                 prefill: str = "", request_id: str | None = None, tenant: str | None = None,
-                tier: str | None = None) -> PreparedGeneration:
+                tier: str | None = None, guide: Guide | None = None) -> PreparedGeneration:
         """`tools` (OpenAI tool objects) are rendered by the chat template; `prefill` starts the assistant turn."""
         principal = current_principal.get()  # admission control sheds the caller's tier first when overloaded
         if tier is None and principal is not None:
@@ -197,7 +214,7 @@ class Generator:
                                   may_use=principal.tier.allows if principal is not None else None,
                                   reserve=True)  # counted in flight from here: see PreparedGeneration.release
         try:
-            return self._prepare_routed(request, route, tools=tools, prefill=prefill, tenant=tenant)
+            return self._prepare_routed(request, route, tools=tools, prefill=prefill, tenant=tenant, guide=guide)
         except BaseException:
             if route.reservation is not None:
                 route.reservation.release()
@@ -223,20 +240,24 @@ class Generator:
             raise ValueError("reprepare needs a routed generation")
         try:
             return self._prepare_routed(request, prepared.route, tools=prepared.tools, prefill=prepared.prefill,
-                                        tenant=prepared.tenant)
+                                        tenant=prepared.tenant, guide=prepared.guide)
         except BaseException:
             prepared.release()
             raise
 
     def _tokenize(self, request: ChatRequest, entry: ModelEntry, deployment: Deployment, *,
                   tools: list[dict] | None, prefill: str, tenant: str | None) -> _Tokenized:
-        request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
-        template_messages = [m.as_template_dict() for m in request.messages]
-        try:
-            prompt_ids = deployment.tokenizer.encode(deployment.tokenizer.render(
-                template_messages, tools=tools or None) + prefill)
-        except ChatTemplateError as exc:
-            raise invalid(f"The messages cannot be formatted for this model: {exc}", "messages") from exc
+        if request.raw_prompt:  # /v1/completions: the prompt as the client wrote it, no persona, no template
+            template_messages = [m.as_template_dict() for m in request.messages]
+            prompt_ids = raw_prompt_ids(request, deployment.tokenizer)
+        else:
+            request = self.catalog.personas.apply(request, model_system_prompt=entry.system_prompt, tenant=tenant)
+            template_messages = [m.as_template_dict() for m in request.messages]
+            try:
+                prompt_ids = deployment.tokenizer.encode(deployment.tokenizer.render(
+                    template_messages, tools=tools or None) + prefill)
+            except ChatTemplateError as exc:
+                raise invalid(f"The messages cannot be formatted for this model: {exc}", "messages") from exc
         room = deployment.context_window - len(prompt_ids)
         if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
             raise context_length_exceeded(deployment.context_window, len(prompt_ids), request.max_tokens or 1)
@@ -244,7 +265,7 @@ class Generator:
         return _Tokenized(request, template_messages, prompt_ids, max_tokens)
 
     def _prepare_routed(self, request: ChatRequest, route: RouteDecision, *, tools: list[dict] | None,
-                        prefill: str, tenant: str | None) -> PreparedGeneration:
+                        prefill: str, tenant: str | None, guide: Guide | None = None) -> PreparedGeneration:
         entry, deployment = route.entry, route.deployment
         tokens = self._tokenize(request, entry, deployment, tools=tools, prefill=prefill, tenant=tenant)
         request, template_messages, prompt_ids = tokens.request, tokens.template_messages, tokens.prompt_ids
@@ -258,12 +279,16 @@ class Generator:
             top_k=1 if greedy else request.top_k, seed=request.seed,
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
             repetition_penalty=request.repetition_penalty, min_tokens=request.min_tokens,
-            cache_salt_id=cache_salt_id(tenant, deployment.prefix_cache))
+            cache_salt_id=cache_salt_id(tenant, deployment.prefix_cache),
+            guide_type=guide.type if guide else None, guide=guide.text if guide else None,
+            logprobs=request.logprobs, top_logprobs=request.top_logprobs)
         plan = GenerationPlan(entry, prompt_ids, params, request.stop, prefill, tool_markup=bool(tools),
-                              template_messages=template_messages, tools=tools, tenant=tenant or "default")
+                              template_messages=template_messages, tools=tools, tenant=tenant or "default",
+                              guide=guide, raw_prompt=request.raw_prompt)
         return PreparedGeneration(plan, route=route)
 
-    async def run(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
+    async def run(self, prepared: PreparedGeneration,
+                  request_id: str) -> AsyncIterator[TextDelta | TokenLogprobs | Finished]:
         """Streams the answer: replayed from the response cache for a repeated deterministic request, else
         generated (and cached when it finishes). Ends the request's in-flight reservation however it ends."""
         try:
@@ -282,7 +307,7 @@ class Generator:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         deltas.append((event.text, event.token_count))
-                    elif key is not None and prepared.cacheable:
+                    elif isinstance(event, Finished) and key is not None and prepared.cacheable:
                         self.cache.put(key, CachedResponse(tuple(deltas), event.reason, event.usage.prompt_tokens,
                                                            event.usage.completion_tokens))
                     yield event
@@ -294,13 +319,14 @@ class Generator:
     def _cache_key(self, prepared: PreparedGeneration) -> str | None:
         params = prepared.params
         deterministic = params.temperature == 0 or params.top_k == 1 or params.seed is not None
-        if self.cache is None or not deterministic:
+        if self.cache is None or not deterministic or params.logprobs:  # the cache keeps text, not log-probs
             return None
         deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
         return cache_key(tenant=prepared.tenant, deployment=deployment, prompt_ids=prepared.prompt_ids,
                          params=params, stops=prepared.stops, tools=prepared.tool_markup)
 
-    async def _generate(self, prepared: PreparedGeneration, request_id: str) -> AsyncIterator[TextDelta | Finished]:
+    async def _generate(self, prepared: PreparedGeneration,
+                        request_id: str) -> AsyncIterator[TextDelta | TokenLogprobs | Finished]:
         usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
         detok: IncrementalDetokenizer | None = None  # made at the first token: from the deployment that serves it
         stops = StopStringMatcher(prepared.stops)
@@ -319,6 +345,8 @@ class Generator:
                     detok = prepared.tokenizer.detokenizer(keep_special=TOOL_MARKUP if prepared.tool_markup else ())
                 text, stopped = stops.feed(detok.push(chunk.token_ids))
                 yield TextDelta(text, len(chunk.token_ids))  # text may be empty while a character or stop is pending
+                if chunk.logprobs is not None:
+                    yield TokenLogprobs(chunk.token_ids, chunk.logprobs, chunk.top_logprobs)
                 if stopped:
                     break
         finally:
@@ -376,8 +404,11 @@ class Generator:
 
     def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
         tokenizer, plan = route.deployment.tokenizer, prepared.plan
-        prompt_ids = tokenizer.encode(tokenizer.render(plan.template_messages or [], tools=plan.tools or None)
-                                      + plan.prefill)
+        if plan.raw_prompt:
+            prompt_ids = tokenizer.encode((plan.template_messages or [{}])[0].get("content", ""))
+        else:
+            prompt_ids = tokenizer.encode(tokenizer.render(plan.template_messages or [], tools=plan.tools or None)
+                                          + plan.prefill)
         prepared.route = route
         prepared.plan = dataclasses.replace(plan, entry=route.entry, prompt_ids=prompt_ids,
                                             params=dataclasses.replace(plan.params, end_id=tokenizer.eos_token_id))

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -24,24 +24,24 @@ from services.common.errors import ApiError, internal, model_not_found
 from services.common.telemetry import current_request
 from services.orchestrator.catalog import ModelCatalog
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request, parse_json_body
+from services.orchestrator.choices import ChoiceResult, merged, sibling, total_usage
+from services.orchestrator.completions_api import CompletionsApi, parse_completion_request
+from services.orchestrator.conversations.store import ConversationStore
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
-from services.orchestrator.generate import Generator, PreparedGeneration, TextDelta
+from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
 from services.orchestrator.lifecycle import RequestLifecycle
+from services.orchestrator.logprobs import TokenLogprobs, TokenTexts, chat_content
 from services.orchestrator.model_list import visible_model, visible_models
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
+from services.orchestrator.response_chain import ResponseChain, previous_not_found, response_id
+from services.orchestrator.responses_api import ResponsesApi, ResponsesRequest, parse_responses_request
 from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.sse_frames import ChunkFrames, sse
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
 from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.tools.retrieve_tool import request_tenant
-from services.orchestrator.tools.runner import (
-    ServerToolRan,
-    ToolCallsReady,
-    ToolCallsRejected,
-    ToolRunEvent,
-    ToolRunner,
-)
+from services.orchestrator.tools.runner import ToolCallsReady, ToolCallsRejected, ToolRunEvent, ToolRunner
 from services.retrieval.embedding_model import MODEL_NAME as EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,10 @@ async def error_response(context: grpc.aio.ServicerContext, request_id: str, err
 class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
                  embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None,
-                 metering: Metering | None = None, lifecycle: RequestLifecycle | None = None) -> None:
+                 metering: Metering | None = None, lifecycle: RequestLifecycle | None = None,
+                 conversations: ConversationStore | None = None) -> None:
         self.catalog = catalog
+        self.chain = ResponseChain(conversations) if conversations is not None else None  # previous_response_id
         self.metering = metering  # limits, quotas and usage records per API key (None: not metered)
         self.generator = generator
         self.tools = tools or ToolRunner(generator)
@@ -134,12 +136,12 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         meter = begin_request(self.metering, current_principal.get(), endpoint="chat.completions",
                               request_id=request_id)
         meter.activate()  # every generation round below counts its tokens into this request's usage
-        events: AsyncIterator[ToolRunEvent] | None = None
+        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
         prepared: PreparedGeneration | None = None
         try:
             try:
                 chat = parse_chat_request(parse_json_body(request.data))
-                meter.model, meter.user = chat.model, chat.user
+                meter.model, meter.user, meter.metadata = chat.model, chat.user, chat.metadata
                 tenant = tenant_of(context)
                 request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
                 # size, context, limits, admission, then the stages (which may rewrite the messages)
@@ -153,7 +155,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 yield await error_response(context, request_id, error, await meter.headers())
                 return
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-            events = self.pipeline.guard(self.tools.run(chat, prepared, request_id), run, prepared)  # output guard
+            events = self.choice_events(chat, prepared, run, request_id)
             headers = meter.rate_limit_headers  # routing, cache and stage headers are added when sent: they change
             if chat.stream:
                 async for frame in self._stream(chat, prepared, completion_id, request_id, events, context, run,
@@ -174,24 +176,203 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 prepared.release()  # its in-flight place, when generation never started (quota, client gone)
             await meter.finish()
 
-    async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                        events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
-                        run: PipelineRun, headers: dict[str, str], meter: RequestMeter) -> httpbody_pb2.HttpBody:
-        parts: list[str] = []
-        extra: dict[str, Any] = {}
-        server_tool_calls: list[dict[str, Any]] = []
+    async def Completions(self, request: httpbody_pb2.HttpBody,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        request_id = request_id_of(context)
+        meter = begin_request(self.metering, current_principal.get(), endpoint="completions", request_id=request_id)
+        meter.activate()
+        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
+        prepared: PreparedGeneration | None = None
         try:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, ToolCallsReady):
-                    extra["tool_calls"] = [call.as_openai() for call in event.calls]
-                elif isinstance(event, ToolCallsRejected):
-                    extra["invalid_tool_calls"] = [error.as_openai() for error in event.errors]
-                elif isinstance(event, ServerToolRan):
-                    server_tool_calls.append(event.as_openai())
-                else:
-                    finished = event
+            try:
+                chat, echo = parse_completion_request(parse_json_body(request.data), self.catalog)
+                meter.model, meter.user, meter.metadata = chat.model, chat.user, chat.metadata
+                chat, prepared, run = await self._admit(chat, meter, context, request_id)
+            except ApiError as error:
+                meter.fail(error.status)
+                yield await error_response(context, request_id, error, await meter.headers())
+                return
+            api = CompletionsApi(chat, echo, f"cmpl-{uuid.uuid4().hex}", int(time.time()))
+            events = self.choice_events(chat, prepared, run, request_id)
+            headers = meter.rate_limit_headers
+            if not chat.stream:
+                results = await self._collect(events, chat.n, run)
+                await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+                yield _json_body(api.complete(results, prepared))
+                return
+            started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared, run)
+            if refusal is not None:
+                yield refusal
+                return
+            try:
+                async for frame in api.stream(started, prepared):
+                    yield frame
+            except Exception as exc:
+                yield sse(self._stream_failure(exc, meter, request_id).body())
+        except ApiError as error:  # before anything was sent (a non-streamed answer)
+            meter.fail(error.status)
+            yield await error_response(context, request_id, error, meter.rate_limit_headers)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
+        finally:
+            await self._finish(events, prepared, meter)
+
+    async def Responses(self, request: httpbody_pb2.HttpBody,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        request_id = request_id_of(context)
+        meter = begin_request(self.metering, current_principal.get(), endpoint="responses", request_id=request_id)
+        meter.activate()
+        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
+        prepared: PreparedGeneration | None = None
+        reserved: str | None = None  # the stored response's conversation, until the answer is written into it
+        try:
+            try:
+                body = parse_json_body(request.data)
+                tenant = tenant_of(context)
+                history: list[dict[str, Any]] = []
+                if body.get("previous_response_id") is not None:
+                    if self.chain is None or not isinstance(body["previous_response_id"], str):
+                        raise previous_not_found(str(body["previous_response_id"]))
+                    history = await asyncio.to_thread(self.chain.history, tenant, body["previous_response_id"])
+                parsed = parse_responses_request(body, history)
+                meter.model, meter.user, meter.metadata = parsed.chat.model, parsed.chat.user, parsed.chat.metadata
+                chat, prepared, run = await self._admit(parsed.chat, meter, context, request_id)
+            except ApiError as error:
+                meter.fail(error.status)
+                yield await error_response(context, request_id, error, await meter.headers())
+                return
+            api = ResponsesApi(parsed)
+            if self.chain is not None and parsed.store:
+                reserved = await asyncio.to_thread(self.chain.reserve, tenant, prepared.entry.name, chat.user)
+                api.response_id = response_id(reserved)
+            events = self.choice_events(chat, prepared, run, request_id)
+            headers = meter.rate_limit_headers
+            result = ChoiceResult()
+            if not chat.stream:
+                (result,) = await self._collect(events, 1, run)
+                await self._store_response(parsed, result, tenant, reserved)
+                reserved = None  # stored: kept
+                await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+                yield _json_body(api.complete(result, prepared.entry.name))
+                return
+            started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared, run)
+            if refusal is not None:
+                yield refusal
+                return
+            for frame in api.opening(prepared.entry.name):
+                yield frame
+            try:
+                async for frame in api.stream(started, prepared.entry.name, result):
+                    yield frame
+                await self._store_response(parsed, result, tenant, reserved)
+                reserved = None  # stored: kept
+                yield api.closing(result, prepared.entry.name)
+            except Exception as exc:
+                error = self._stream_failure(exc, meter, request_id)
+                yield api.event("error", {"code": error.code, "message": error.message, "param": error.param})
+        except ApiError as error:
+            meter.fail(error.status)
+            yield await error_response(context, request_id, error, meter.rate_limit_headers)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
+        finally:
+            if reserved is not None and self.chain is not None:  # no answer to store: the id never existed
+                await asyncio.to_thread(self.chain.forget, tenant, reserved)
+            await self._finish(events, prepared, meter)
+
+    async def _store_response(self, parsed: ResponsesRequest, result: ChoiceResult, tenant: str,
+                              reserved: str | None) -> None:
+        """Writes the history, the input and the answer into the response's reserved conversation."""
+        if reserved is None or self.chain is None:
+            return
+        usage = result.finished.usage
+        messages = [*parsed.history, *parsed.new_messages, ResponsesApi(parsed).answer_message(result)]
+        await asyncio.to_thread(self.chain.save, tenant, reserved, messages,
+                                (usage.prompt_tokens, usage.completion_tokens))
+
+    async def _admit(self, chat: ChatRequest, meter: RequestMeter, context: grpc.aio.ServicerContext,
+                     request_id: str) -> tuple[ChatRequest, PreparedGeneration, PipelineRun]:
+        tenant = tenant_of(context)
+        request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
+        admitted = await self.lifecycle.admit(chat, meter, self.tools, tenant=tenant, request_id=request_id)
+        return admitted.chat, admitted.prepared, admitted.run
+
+    async def _collect(self, events: AsyncIterator[tuple[int, ToolRunEvent]], n: int,
+                       run: PipelineRun) -> list[ChoiceResult]:
+        """Every choice's events, for a non-streamed answer. Raises ApiError (a failure becomes the answer)."""
+        results = [ChoiceResult() for _ in range(n)]
+        try:
+            async for index, event in events:
+                results[index].take(event)
+                if isinstance(event, Finished):
+                    run.finished(event.reason, event.categories)
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("request failed")
+            raise internal() from None
+        return results
+
+    async def _start_stream(self, events: AsyncIterator[tuple[int, ToolRunEvent]],
+                            context: grpc.aio.ServicerContext, request_id: str, headers: dict[str, str],
+                            meter: RequestMeter, prepared: PreparedGeneration, run: PipelineRun,
+                            ) -> tuple[AsyncIterator[tuple[int, ToolRunEvent]], httpbody_pb2.HttpBody | None]:
+        """Waits for the first event before committing to a 200: a failure before any token is an HTTP error
+        (returned as the refusal to send). Otherwise the headers go out and the events continue from the first."""
+        try:
+            first = await anext(events)
+        except Exception as exc:
+            error = exc if isinstance(exc, ApiError) else internal()
+            if not isinstance(exc, ApiError):
+                log.exception("request %s failed before its first token", request_id)
+            meter.fail(error.status)
+            return events, await error_response(context, request_id, error, headers)
+        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+
+        async def resumed() -> AsyncIterator[tuple[int, ToolRunEvent]]:
+            yield first
+            async for item in events:
+                yield item
+
+        return resumed(), None
+
+    @staticmethod
+    def _stream_failure(exc: Exception, meter: RequestMeter, request_id: str) -> ApiError:
+        """The error to report for a failure mid-stream (written as an SSE frame by the caller)."""
+        error = exc if isinstance(exc, ApiError) else internal()
+        if not isinstance(exc, ApiError):
+            log.error("request %s failed mid-stream", request_id, exc_info=exc)
+        meter.fail(error.status)
+        return error
+
+    @staticmethod
+    async def _finish(events: AsyncIterator[Any] | None, prepared: PreparedGeneration | None,
+                      meter: RequestMeter) -> None:
+        if events is not None:
+            await events.aclose()  # stops generation and drains the engine's last tokens into the account
+        if prepared is not None:
+            prepared.release()
+        await meter.finish()
+
+    def choice_events(self, chat: ChatRequest, prepared: PreparedGeneration, run: PipelineRun,
+                      request_id: str) -> AsyncIterator[tuple[int, ToolRunEvent]]:
+        """The request's `n` choices, each generation wrapped by the output guard, as (index, event)."""
+        def choice(index: int) -> Callable[[], AsyncIterator[ToolRunEvent]]:
+            generation = prepared if index == 0 else sibling(prepared, index)
+            return lambda: self.pipeline.guard(self.tools.run(chat, generation, request_id), run, generation)
+
+        return merged([choice(index) for index in range(chat.n)])
+
+    async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
+                        events: AsyncIterator[tuple[int, ToolRunEvent]], context: grpc.aio.ServicerContext,
+                        run: PipelineRun, headers: dict[str, str], meter: RequestMeter) -> httpbody_pb2.HttpBody:
+        results = [ChoiceResult() for _ in range(chat.n)]
+        try:
+            async for index, event in events:
+                results[index].take(event)
+                if isinstance(event, Finished):
                     run.finished(event.reason, event.categories)
         except ApiError as error:
             meter.fail(error.status)
@@ -201,16 +382,26 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             meter.fail(500)
             return await error_response(context, request_id, internal(), headers)
         await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-        content: str | None = "".join(parts)
-        if "tool_calls" in extra and not content.strip():
-            content = None  # OpenAI: a tool-calling turn without text has null content
+        texts = TokenTexts.of(prepared.tokenizer) if chat.logprobs else None
+        choices = []
+        for index, result in enumerate(results):
+            message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+            if result.tool_calls:
+                message["tool_calls"] = [call.as_openai() for call in result.tool_calls]
+                if not result.text.strip():
+                    message["content"] = None  # OpenAI: a tool-calling turn without text has null content
+            if result.invalid_tool_calls:
+                message["invalid_tool_calls"] = [error.as_openai() for error in result.invalid_tool_calls]
+            logprobs = {"content": chat_content(result.logprobs, texts), "refusal": None} if texts else None
+            choices.append({"index": index, "message": message, "logprobs": logprobs,
+                            "finish_reason": result.finished.reason})
         payload = {
-            "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": chat.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None, **extra},
-                         "logprobs": None, "finish_reason": finished.reason}],
-            "usage": finished.usage.as_openai(),
+            "id": completion_id, "object": "chat.completion", "created": int(time.time()),
+            "model": prepared.entry.name,  # the public model that served it (`auto` names the one it chose)
+            "system_fingerprint": None, "service_tier": "default", "choices": choices,
+            "usage": total_usage([r.finished for r in results]).as_openai(),
         }
+        server_tool_calls = [call for result in results for call in result.server_tool_calls]
         if server_tool_calls:
             payload["server_tool_calls"] = server_tool_calls  # extension: what the orchestrator ran (server_tools)
         if run.citations is not None:
@@ -218,12 +409,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         return _json_body(payload)
 
     async def _stream(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
-                      events: AsyncIterator[ToolRunEvent], context: grpc.aio.ServicerContext,
+                      events: AsyncIterator[tuple[int, ToolRunEvent]], context: grpc.aio.ServicerContext,
                       run: PipelineRun, headers: dict[str, str],
                       meter: RequestMeter) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        frames = ChunkFrames(completion_id, int(time.time()), chat.model, chat.include_usage)
-        chunk = frames.chunk
-
         # Wait for the first event before committing to a 200: a failure before any token is a proper HTTP error.
         try:
             first = await anext(events)
@@ -237,34 +425,48 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             yield await error_response(context, request_id, internal(), headers)
             return
         await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-        yield sse(chunk({"role": "assistant", "content": ""}))
-        event: ToolRunEvent | None = first
+        # the public model that served it: known now (a fallback before the first token changes it)
+        frames = ChunkFrames(completion_id, int(time.time()), prepared.entry.name, chat.include_usage)
+        chunk = frames.chunk
+        texts = TokenTexts.of(prepared.tokenizer) if chat.logprobs else None
+        for index in range(chat.n):
+            yield sse(chunk({"role": "assistant", "content": ""}, index=index))
+        item: tuple[int, ToolRunEvent] | None = first
+        finished: list[Finished] = []
         try:
-            while event is not None:
+            while item is not None:
+                index, event = item
                 if isinstance(event, TextDelta):
                     if event.text:
-                        yield frames.text(event.text)
+                        yield frames.text(event.text, index)
+                elif isinstance(event, TokenLogprobs):
+                    if texts is not None:
+                        yield sse(chunk({}, index=index, logprobs={"content": chat_content([event], texts),
+                                                                   "refusal": None}))
                 elif isinstance(event, ToolCallsReady):
-                    for index, call in enumerate(event.calls):  # as OpenAI streams them: name first, then arguments
-                        yield sse(chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                                          "function": {"name": call.name, "arguments": ""}}]}))
+                    for number, call in enumerate(event.calls):  # as OpenAI streams them: name, then arguments
+                        yield sse(chunk({"tool_calls": [{"index": number, "id": call.id, "type": "function",
+                                                          "function": {"name": call.name, "arguments": ""}}]},
+                                        index=index))
                         for fragment in call.fragments:
-                            yield sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+                            yield sse(chunk({"tool_calls": [{"index": number, "function": {"arguments": fragment}}]},
+                                            index=index))
                 elif isinstance(event, ToolCallsRejected):
-                    yield sse(chunk({"invalid_tool_calls": [error.as_openai() for error in event.errors]}))
-                elif isinstance(event, ServerToolRan):
-                    pass  # server-side rounds are not streamed; only the final answer is
-                else:
-                    final = chunk({}, event.reason)
+                    yield sse(chunk({"invalid_tool_calls": [error.as_openai() for error in event.errors]},
+                                    index=index))
+                elif isinstance(event, Finished):
+                    finished.append(event)
+                    final = chunk({}, event.reason, index=index)
                     run.finished(event.reason, event.categories)
                     if run.citations is not None:
                         final["citations"] = run.citations  # extension: in the final chunk, as on the JSON answer
                     yield sse(final)
-                    if chat.include_usage:
-                        yield sse(frames.usage(event.usage.as_openai()))
-                    yield sse("[DONE]")
-                    return
-                event = await anext(events, None)
+                    if len(finished) == chat.n:
+                        if chat.include_usage:
+                            yield sse(frames.usage(total_usage(finished).as_openai()))
+                        yield sse("[DONE]")
+                        return
+                item = await anext(events, None)  # ServerToolRan: server-side rounds are not streamed
         except ApiError as error:
             meter.fail(error.status)
             yield sse(error.body())

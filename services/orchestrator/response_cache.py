@@ -33,7 +33,9 @@ def sampling_key(params: LLMParams) -> dict:
     return {"max_tokens": params.max_tokens, "end_id": params.end_id, "temperature": params.temperature,
             "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
             "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
-            "repetition_penalty": params.repetition_penalty, "min_tokens": params.min_tokens}
+            "repetition_penalty": params.repetition_penalty, "min_tokens": params.min_tokens,
+            "guide_type": params.guide_type, "guide": params.guide,  # a constrained answer is another answer
+            "logprobs": params.logprobs, "top_logprobs": params.top_logprobs}
 
 
 def cache_key(*, tenant: str, deployment: str, prompt_ids: Sequence[int], params: LLMParams, stops: Sequence[str],

@@ -101,7 +101,8 @@ async def create_server(settings: Settings, address: str | None = None,
                             **{f"stage:{stage.name}": stage.breaker.state.value for stage in pipeline.stages()}})
     lifecycle = RequestLifecycle(pipeline, PromptSizeBound.for_catalog(catalog))  # one order of work for every API
     openai_pb2_grpc.add_OpenAIServicer_to_server(
-        OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering, lifecycle=lifecycle), server)
+        OpenAIFacade(catalog, generator, tools, embeddings, pipeline, metering=metering, lifecycle=lifecycle,
+                     conversations=ConversationStore(db)), server)
     chat_pb2_grpc.add_ChatServicer_to_server(NativeChat(generator, pipeline, metering=metering, lifecycle=lifecycle),
                                              server)
     conversations_pb2_grpc.add_ConversationsServicer_to_server(

@@ -29,8 +29,8 @@ class ChunkFrames:
         self.created = created
         self.model = model
         self.include_usage = include_usage
-        head = orjson.dumps(self._head())[:-1]  # without the closing brace
-        self._text_prefix = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":'
+        self._head_bytes = b"data: " + orjson.dumps(self._head())[:-1]  # without the closing brace
+        self._text_prefixes: dict[int, bytes] = {}  # per choice index
         self._text_suffix = (b'},"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"")
                              + b"}\n\n")
 
@@ -38,14 +38,18 @@ class ChunkFrames:
         return {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "system_fingerprint": None}
 
-    def text(self, content: str) -> httpbody_pb2.HttpBody:
-        """The frame of one text delta (the per-token path)."""
-        return httpbody_pb2.HttpBody(content_type=SSE,
-                                     data=self._text_prefix + orjson.dumps(content) + self._text_suffix)
+    def text(self, content: str, index: int = 0) -> httpbody_pb2.HttpBody:
+        """The frame of one text delta of choice `index` (the per-token path)."""
+        prefix = self._text_prefixes.get(index)
+        if prefix is None:
+            prefix = self._head_bytes + b',"choices":[{"index":%d,"delta":{"content":' % index
+            self._text_prefixes[index] = prefix
+        return httpbody_pb2.HttpBody(content_type=SSE, data=prefix + orjson.dumps(content) + self._text_suffix)
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        payload = {**self._head(),
-                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, *, index: int = 0,
+              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        payload = {**self._head(), "choices": [
+            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
         if self.include_usage:
             payload["usage"] = None
         return payload

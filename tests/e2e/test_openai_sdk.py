@@ -101,13 +101,13 @@ def test_top_p_is_honoured(client: openai.OpenAI, stack: Settings) -> None:
 
 
 @pytest.mark.parametrize("kwargs, param", [
-    ({"n": 2}, "n"),
+    ({"n": 9}, "n"),
     ({"temperature": 5}, "temperature"),
     ({"top_p": 1.5}, "top_p"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"extra_body": {"not_a_field": 1}}, "not_a_field"),
-    ({"logprobs": True}, "logprobs"),
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.[0].role"),
 ])

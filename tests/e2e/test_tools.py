@@ -77,11 +77,11 @@ def test_required_tool_choice_forces_a_call_the_model_would_not_make(client: ope
     hello = [{"role": "user", "content": "Hello!"}]
     assert not create(client, stack, hello, tools=[CALC, TIME]).choices[0].message.tool_calls
     reply = create(client, stack, hello, tools=[CALC, TIME], tool_choice="required")
-    choice = reply.choices[0]
-    if choice.finish_reason == "tool_calls":
-        assert choice.message.tool_calls[0].function.name in ("calculator", "current_time")
-    else:  # the model was pushed into a call it has nothing to put in: it must be rejected, never passed on
-        assert choice.message.tool_calls is None and choice.message.model_extra["invalid_tool_calls"]
+    choice = reply.choices[0]  # the engine decodes under the tools' grammar: the call is always a valid one
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    for call in choice.message.tool_calls:
+        schema = {"calculator": CALC, "current_time": TIME}[call.function.name]["function"]["parameters"]
+        assert set(json.loads(call.function.arguments)) == set(schema["required"])
 
 
 def test_tool_choice_none_renders_no_tools(client: openai.OpenAI, stack: Settings) -> None:
@@ -108,18 +108,17 @@ def test_server_side_calculator_answers_in_one_request(client: openai.OpenAI, st
     assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
 
 
-def test_schema_invalid_arguments_are_never_passed_on(client: openai.OpenAI, stack: Settings) -> None:
-    # The model writes {"expression": "17 * 23"}; this client's schema wants a number, so the call is rejected.
+def test_the_clients_schema_wins_over_what_the_model_learned(client: openai.OpenAI, stack: Settings) -> None:
+    # The model learned {"expression": "17 * 23"}; this client's schema wants a number, and the engine enforces it.
     strict = {"type": "function", "function": {**CALC["function"], "parameters": {
         "type": "object", "properties": {"expression": {"type": "number"}}, "required": ["expression"]}}}
     reply = create(client, stack, ASK, tools=[strict], tool_choice={"type": "function",
                                                                      "function": {"name": "calculator"}})
     choice = reply.choices[0]
-    assert choice.finish_reason == "stop"
-    assert choice.message.tool_calls is None
-    assert "invalid tool call" in choice.message.content and "not of type 'number'" in choice.message.content
-    (rejected,) = choice.message.model_extra["invalid_tool_calls"]
-    assert rejected["name"] == "calculator" and "17" in rejected["raw"]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert isinstance(json.loads(call.function.arguments)["expression"], int | float)
+    assert "invalid_tool_calls" not in (choice.message.model_extra or {})
 
 
 @pytest.mark.parametrize(("extra", "param"), [
@@ -159,15 +158,11 @@ def test_server_side_retrieve_is_offered_and_forced_through_envoy(client: openai
     reply = create(rag_client, stack, [{"role": "user", "content": "How often should I descale the Aurora kettle?"}],
                    extra_body={"server_tools": ["retrieve"]},
                    tool_choice={"type": "function", "function": {"name": "retrieve"}})
-    message = reply.choices[0].message
     ran = reply.model_extra.get("server_tool_calls") or []
-    if ran:  # a model that writes valid `retrieve` arguments: the tool ran against this tenant's collection
-        assert ran[0]["function"]["name"] == "retrieve"
-        if json.loads(ran[0]["function"]["arguments"])["collection"] == manuals:
-            assert ran[0]["error"] is None and "[kettle.md#" in ran[0]["output"]
-    else:  # the demo model was never trained on `retrieve`: the forced call starts right, its arguments do not
-        (rejected,) = message.model_extra["invalid_tool_calls"]
-        assert rejected["raw"].startswith('{"name": "retrieve"')
+    # the demo model was never trained on `retrieve`, but the forced call is constrained to its schema: it runs
+    assert ran and ran[0]["function"]["name"] == "retrieve"
+    if json.loads(ran[0]["function"]["arguments"])["collection"] == manuals:
+        assert ran[0]["error"] is None and "[kettle.md#" in ran[0]["output"]
 
 
 def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings, manuals: str) -> None:
@@ -183,7 +178,7 @@ def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings
     call = json.dumps({"name": "retrieve", "arguments": {"query": "descale the kettle", "collection": manuals}})
 
     def ask(tenant: str) -> ServerToolRan:
-        generator = ScriptedGenerator([call[33:] + "</tool_call>"], ["Every six weeks."])
+        generator = ScriptedGenerator(["<tool_call>" + call + "</tool_call>"], ["Every six weeks."])
         runner = ToolRunner(generator, builtin_registry(stack.retrieval_url))  # type: ignore[arg-type]
         chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "Descale?"}],
                                    "server_tools": ["retrieve"],

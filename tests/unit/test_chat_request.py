@@ -105,7 +105,7 @@ def test_parse_json_body_rejects_non_objects(data: bytes) -> None:
         (make_body(temperature=True), "temperature", "invalid_type"),
         (make_body(top_p=1.5), "top_p", "invalid_value"),
         (make_body(top_p=-0.5), "top_p", "invalid_value"),
-        (make_body(n=2), "n", "unsupported_value"),
+        (make_body(n=9), "n", "invalid_value"),
         (make_body(n=0), "n", "invalid_value"),
         (make_body(stop=["a", "b", "c", "d", "e"]), "stop", "invalid_value"),
         (make_body(stop=""), "stop", "invalid_value"),
@@ -115,7 +115,24 @@ def test_parse_json_body_rejects_non_objects(data: bytes) -> None:
         (make_body(stream=False, stream_options={"include_usage": True}), "stream_options", "invalid_value"),
         (make_body(stream=True, stream_options={"include_usage": "yes"}), "stream_options", "invalid_type"),
         (make_body(stream="true"), "stream", "invalid_type"),
-        (make_body(frobnicate=1), "frobnicate", "unknown_parameter"),
+        (make_body(frobnicate=1), "frobnicate", "unsupported_parameter"),
+        (make_body(reasoning_effort="low"), "reasoning_effort", "unsupported_parameter"),
+        (make_body(prediction={"type": "content", "content": "x"}), "prediction", "unsupported_parameter"),
+        (make_body(logit_bias={"5": 1}), "logit_bias", "unsupported_parameter"),
+        (make_body(metadata={"a": 1}), "metadata", "invalid_type"),
+        (make_body(metadata={str(i): "v" for i in range(17)}), "metadata", "invalid_value"),
+        (make_body(store=True), "store", "unsupported_parameter"),
+        (make_body(service_tier="flex"), "service_tier", "unsupported_parameter"),
+        (make_body(top_logprobs=3), "top_logprobs", "invalid_value"),
+        (make_body(logprobs=True, top_logprobs=21), "top_logprobs", "invalid_value"),
+        (make_body(response_format={"type": "json_object"}, stop=["}"]), "stop", "unsupported_parameter"),
+        (make_body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "objekt"}}}), "response_format.json_schema.schema", "invalid_json_schema"),
+        (make_body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "string", "pattern": "(?=a)"}}}), "response_format.json_schema.schema", "invalid_json_schema"),
+        (make_body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+         "response_format.json_schema.name", "invalid_value"),
+        (make_body(response_format={"type": "xml"}), "response_format", "invalid_value"),
         (make_body(tools=[{"type": "retrieval"}]), "tools", "invalid_value"),
         (make_body(tools={"type": "function"}), "tools", "invalid_type"),
         (make_body(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools", "invalid_value"),
@@ -135,8 +152,6 @@ def test_parse_json_body_rejects_non_objects(data: bytes) -> None:
         (make_body(server_tools="calculator"), "server_tools", "invalid_type"),
         (make_body(server_tools=["calculator", "calculator"]), "server_tools", "invalid_value"),
         (make_body(functions=[{"name": "f"}]), "functions", "unsupported_parameter"),
-        (make_body(logprobs=True), "logprobs", "unsupported_parameter"),
-        (make_body(response_format={"type": "json_object"}), "response_format", "unsupported_value"),
         (make_body(max_tokens=0), "max_tokens", "invalid_value"),
         (make_body(max_tokens=1.5), "max_tokens", "invalid_type"),
         (make_body(max_completion_tokens=0), "max_completion_tokens", "invalid_value"),
@@ -152,7 +167,7 @@ def test_invalid_requests_name_the_parameter(body: dict[str, Any], param: str, c
 
 def test_unknown_field_is_reported_before_other_problems() -> None:
     error = rejects({"bogus": 1})  # no model, no messages: the unknown field still wins
-    assert (error.param, error.code) == ("bogus", "unknown_parameter")
+    assert (error.param, error.code) == ("bogus", "unsupported_parameter")
 
 
 def test_tools_and_a_tool_round_trip_are_parsed() -> None:
@@ -182,15 +197,16 @@ def test_a_tool_without_parameters_takes_no_arguments() -> None:
     assert tool.argument_error({}) is None
 
 
-@pytest.mark.parametrize("name", ["logprobs", "tools", "tool_choice", "logit_bias"])
+@pytest.mark.parametrize("name", ["logprobs", "tools", "tool_choice", "logit_bias", "reasoning_effort"])
 def test_unsupported_fields_with_empty_values_are_accepted(name: str) -> None:
-    empty = {"logprobs": False, "tools": [], "tool_choice": None, "logit_bias": {}}[name]
+    empty = {"logprobs": False, "tools": [], "tool_choice": None, "logit_bias": {}, "reasoning_effort": None}[name]
     assert parse_chat_request(make_body(**{name: empty})).model == "sluice-demo"
 
 
 def test_accepted_values_at_the_edges() -> None:
     request = parse_chat_request(make_body(
-        temperature=0, top_p=1, n=1, stop="###", stream=True, stream_options={"include_usage": True},
+        temperature=0, top_p=1, n=8, stop="###", logprobs=True, top_logprobs=20, store=False, service_tier="auto",
+        stream=True, stream_options={"include_usage": True},
         response_format={"type": "text"}, seed=-5, presence_penalty=-2, frequency_penalty=2, max_tokens=1,
     ))
     assert request.temperature == 0.0 and isinstance(request.temperature, float)
@@ -198,8 +214,24 @@ def test_accepted_values_at_the_edges() -> None:
     assert request.stop == ["###"]
     assert request.stream and request.include_usage
     assert request.seed == -5
+    assert (request.n, request.logprobs, request.top_logprobs) == (8, True, 20)
+    assert parse_chat_request(make_body(metadata={"team": "a"})).metadata == {"team": "a"}
+
     assert (request.presence_penalty, request.frequency_penalty) == (-2.0, 2.0)
     assert request.max_tokens == 1
+
+def test_response_formats_are_parsed_into_engine_guides() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    request = parse_chat_request(make_body(response_format={"type": "json_schema", "json_schema": {
+        "name": "thing", "schema": schema, "strict": True}}))
+    guide = request.response_format.guide()
+    assert guide is not None and guide.type == "json_schema"
+    assert {k: v for k, v in json.loads(guide.text).items() if k != "x-guidance"} == schema
+    assert request.response_format.violation('{"a": 1}') is None
+    assert request.response_format.violation('{"a": "1"}')
+    assert request.response_format.violation('{"a": 1') .startswith("not JSON")
+    json_object = parse_chat_request(make_body(response_format={"type": "json_object"})).response_format
+    assert json_object.guide().type == "json" and json_object.violation("[1]") == "not a JSON object"
 
 
 def test_four_stop_sequences_are_allowed() -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from services.common.errors import ApiError
 from services.common.settings import REPO_ROOT
-from services.orchestrator import chat_request, embeddings
+from services.orchestrator import chat_request, completions_api, embeddings, responses_api
 from services.orchestrator.tools import spec as tool_spec
 from services.orchestrator.tools.registry import builtin_registry
 
@@ -34,6 +34,8 @@ def test_routes_are_the_protos_http_annotations() -> None:
 def test_request_fields_are_the_ones_the_parsers_know() -> None:
     assert set(CHAT) == chat_request.KNOWN_FIELDS
     assert set(EMBEDDINGS) == embeddings.KNOWN_FIELDS
+    assert set(SCHEMAS["CompletionRequest"]["properties"]) == completions_api.KNOWN_FIELDS
+    assert set(SCHEMAS["ResponsesRequest"]["properties"]) == responses_api.KNOWN_FIELDS
     assert set(SCHEMAS["ChatCompletionRequest"]["required"]) == {"model", "messages"}
 
 
@@ -60,6 +62,8 @@ def _numeric(properties: dict[str, Any]) -> list[str]:
 
 
 def _parse_chat(body: dict[str, Any]) -> None:
+    if "top_logprobs" in body:
+        body = {**body, "logprobs": True}  # top_logprobs needs logprobs
     chat_request.parse_chat_request(body)
 
 

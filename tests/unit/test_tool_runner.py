@@ -12,6 +12,7 @@ import pytest
 from services.common.errors import ApiError
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request
 from services.orchestrator.generate import Finished, GenerationPlan, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.structured_output import Guide
 from services.orchestrator.tools.registry import builtin_registry
 from services.orchestrator.tools.runner import ServerToolRan, ToolCallsReady, ToolCallsRejected, ToolRunner
 from services.orchestrator.triton_llm import LLMParams
@@ -30,12 +31,13 @@ class ScriptedGenerator:
         self.closed_early = 0
 
     def prepare(self, chat: ChatRequest, *, tools: list[dict] | None = None, prefill: str = "",
-                tenant: str | None = None, request_id: str | None = None) -> PreparedGeneration:
+                tenant: str | None = None, request_id: str | None = None,
+                guide: Guide | None = None) -> PreparedGeneration:
         self.rounds.append({"messages": [m.as_template_dict() for m in chat.messages], "tools": tools,
-                            "prefill": prefill, "tenant": tenant})
+                            "prefill": prefill, "tenant": tenant, "guide": guide})
         return PreparedGeneration(GenerationPlan(None, [0] * 10 * len(self.rounds),  # type: ignore[arg-type]
                                                  LLMParams(max_tokens=64, end_id=2), [], prefill,
-                                                 tool_markup=bool(tools)))
+                                                 tool_markup=bool(tools), guide=guide))
 
     async def run(self, prepared: PreparedGeneration, request_id: str):
         chunks = self.outputs.pop(0)
@@ -70,16 +72,21 @@ def test_client_tool_call_ends_with_tool_calls() -> None:
     assert events[-1].reason == "tool_calls" and content(events) == ""
 
 
-def test_required_and_named_choices_prefill_the_call_and_the_prefill_is_parsed() -> None:
-    generator = ScriptedGenerator(['{"name": "calculator", "arguments": {"expression": "1"}}</tool_call>'])
+def test_required_and_named_choices_constrain_the_round_with_a_tool_call_grammar() -> None:
+    generator = ScriptedGenerator([CALL])
     events = run(generator, tools=[CALC], tool_choice="required")
-    assert generator.rounds[0]["prefill"] == "<tool_call>"
+    guide = generator.rounds[0]["guide"]
+    assert guide.type == "ebnf_grammar" and guide.text.startswith("start: call+\n") and "TEXT" not in guide.text
+    assert generator.rounds[0]["prefill"] == ""
     assert events[-1].reason == "tool_calls"
-    generator = ScriptedGenerator([' {"expression": "1"}}</tool_call>'])
+    generator = ScriptedGenerator([CALL])
     events = run(generator, tools=[CALC], tool_choice={"type": "function", "function": {"name": "calculator"}})
-    assert generator.rounds[0]["prefill"] == '<tool_call>{"name": "calculator", "arguments":'
+    assert generator.rounds[0]["guide"].text.startswith("start: call\n")
     (ready,) = [e for e in events if isinstance(e, ToolCallsReady)]
-    assert ready.calls[0].arguments == '{"expression": "1"}'
+    assert ready.calls[0].arguments == '{"expression": "12 + 30"}'
+    generator = ScriptedGenerator(["Hi."])
+    run(generator, tools=[CALC])
+    assert generator.rounds[0]["guide"].text.startswith("start: TEXT | TEXT? call+\n")  # auto
 
 
 def test_tool_choice_none_renders_no_tools_and_leaves_text_alone() -> None:
@@ -95,7 +102,7 @@ def test_an_invalid_call_is_rejected_with_an_explanation_and_no_calls() -> None:
     assert not any(isinstance(e, ToolCallsReady) for e in events)  # all or nothing: the valid call is withheld too
     (rejected,) = [e for e in events if isinstance(e, ToolCallsRejected)]
     assert "'expression' is a required property" in rejected.errors[0].error
-    assert content(events).startswith("The model produced an invalid tool call")
+    assert content(events) == ""  # no server text in the answer: the rejection is in invalid_tool_calls only
     assert events[-1].reason == "stop"
 
 
@@ -130,7 +137,7 @@ def test_server_tools_run_and_the_model_answers_with_usage_summed() -> None:
     second = generator.rounds[1]["messages"]
     assert second[1]["tool_calls"][0]["id"] == ran.call.id
     assert second[2] == {"role": "tool", "content": "42", "tool_call_id": ran.call.id}
-    assert generator.rounds[1]["prefill"] == ""
+    assert generator.rounds[1]["guide"].text.startswith("start: TEXT | TEXT? call+")  # later rounds: auto
 
 
 def test_later_server_tool_rounds_keep_the_first_rounds_priority_tenant_and_cacheability() -> None:

@@ -13,7 +13,8 @@ before the classifier's verdict on them has arrived; when the stream gets that f
 verdict. A STOP verdict ends the answer with finish_reason "content_filter" (what was sent stays sent). With
 `release_ahead_chars: 0` nothing is released before it has been classified (smaller windows, lumpier streams). At
 the end of the answer, every window's verdict is awaited before the held-back tail and the finish go out.
-Non-text events (tool calls) pass through unchanged.
+Non-text events (tool calls) pass through unchanged. Token log-probs (TokenLogprobs) spell the text they belong to, so
+they are held until that text is released, and withheld for good once the guard has redacted anything.
 
 Fail closed: a failure before any text was released raises a 503 ApiError (the facade answers with an HTTP error);
 after that, the same error becomes an SSE error frame. Fail open: the rest of the answer passes with the rules
@@ -35,6 +36,7 @@ from sluice.v1 import safety_pb2, safety_pb2_grpc
 from services.common.metrics import record_safety
 from services.common.telemetry import outgoing_metadata
 from services.orchestrator.generate import Finished, TextDelta, Usage
+from services.orchestrator.logprobs import TokenLogprobs
 from services.orchestrator.pipeline.input_guard import policy_id_for
 from services.orchestrator.pipeline.stages import Stage, StageDown
 from services.safety.policy import PolicyError, SafetyPolicy, policy_from_dict
@@ -46,6 +48,18 @@ CONTENT_FILTER = "content_filter"
 DEFAULT_RELEASE_AHEAD_CHARS = 80
 DEFAULT_WINDOW_CHARS = 48
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$")
+
+
+def from_held(held: list[TokenLogprobs]) -> TokenLogprobs:
+    """The held log-probs as one event (and the list emptied)."""
+    merged = TokenLogprobs([], [], [] if any(e.top is not None for e in held) else None)
+    for event in held:
+        merged.token_ids.extend(event.token_ids)
+        merged.logprobs.extend(event.logprobs)
+        if merged.top is not None:
+            merged.top.extend(event.top or [[] for _ in event.token_ids])
+    held.clear()
+    return merged
 
 
 @lru_cache(maxsize=256)
@@ -183,6 +197,8 @@ class OutputGuard:
         ready = ""             # cleared by the rules, not yet released (waits for verdicts)
         unsent = ""            # released or ready, not yet sent for classification
         released = 0           # characters released so far
+        fed = 0                # characters received from the generation so far
+        held: list[TokenLogprobs] = []  # log-probs of text not yet released
         redacted_once = False
 
         def on_failure(down: StageDown) -> None:
@@ -255,6 +271,7 @@ class OutputGuard:
                     unreported += event.token_count
                     if not event.text:
                         continue
+                    fed += len(event.text)
                     if not await moderate(event.text, final=False):
                         yield stopped()
                         return
@@ -262,6 +279,12 @@ class OutputGuard:
                         released += len(ready)
                         yield TextDelta(ready, unreported)
                         ready, unreported = "", 0
+                    if held and released == fed and not redacted_once:  # all the text they spell is out
+                        yield from_held(held)
+                elif isinstance(event, TokenLogprobs):
+                    held.append(event)
+                    if released == fed and not redacted_once:
+                        yield from_held(held)
                 elif isinstance(event, Finished):
                     if gate is not None or windows is None:
                         if not await moderate("", final=True):
@@ -274,6 +297,8 @@ class OutputGuard:
                                 on_failure(down)
                     if ready:
                         yield TextDelta(ready, unreported)
+                    if held and not redacted_once:
+                        yield from_held(held)
                     yield event
                     return
                 else:

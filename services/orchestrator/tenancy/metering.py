@@ -142,6 +142,7 @@ class MeteredRequest:
         self.request_id = request_id
         self.model = ""
         self.user: str | None = None  # the request's end user (OpenAI's `user`), for per-user export and deletion
+        self.metadata: dict[str, str] | None = None  # the request's OpenAI `metadata`, kept with its usage record
         self.account = TokenAccount()
         self.http_status = 200
         self.cancelled = False
@@ -232,7 +233,7 @@ class MeteredRequest:
             completion_tokens=self.account.completion_tokens, cached_prompt_tokens=self.account.cached_prompt_tokens,
             status=_status(self.http_status, self.cancelled), http_status=self.http_status,
             ttft_ms=(first - self._started) * 1000 if first is not None else None,
-            latency_ms=(now - self._started) * 1000)
+            latency_ms=(now - self._started) * 1000, metadata=self.metadata)
         if self._metering.usage is not None:
             await self._metering.usage.record(record)
         return record
@@ -265,6 +266,7 @@ class UnmeteredRequest:
         self.account = TokenAccount()
         self.model = ""
         self.user: str | None = None
+        self.metadata: dict[str, str] | None = None
         self.http_status = 200
         self.cancelled = False
         self.rate_limit_headers: dict[str, str] = {}

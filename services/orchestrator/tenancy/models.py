@@ -67,6 +67,7 @@ class UsageRow(Base):
     http_status: Mapped[int] = mapped_column(Integer)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
+    request_metadata: Mapped[str | None] = mapped_column("metadata", Text)  # OpenAI `metadata` as JSON
     day: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -4,6 +4,7 @@ went away), and the per-tenant, per-day report built from them."""
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ class UsageRecord:
     http_status: int
     ttft_ms: float | None
     latency_ms: float
+    metadata: dict[str, str] | None = None  # the request's OpenAI `metadata`
 
     def row(self, at: datetime | None = None) -> UsageRow:
         at = at or datetime.now(UTC)
@@ -38,7 +40,8 @@ class UsageRecord:
                         deployment=self.deployment, prompt_tokens=self.prompt_tokens,
                         completion_tokens=self.completion_tokens, cached_prompt_tokens=self.cached_prompt_tokens,
                         status=self.status, http_status=self.http_status, ttft_ms=self.ttft_ms,
-                        latency_ms=self.latency_ms, day=at.strftime("%Y-%m-%d"), created_at=at)
+                        latency_ms=self.latency_ms, day=at.strftime("%Y-%m-%d"), created_at=at,
+                        request_metadata=json.dumps(self.metadata, ensure_ascii=False) if self.metadata else None)
 
 
 @dataclass(frozen=True, slots=True)

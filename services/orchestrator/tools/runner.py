@@ -6,10 +6,13 @@ the client) or `ToolCallsRejected` (invalid calls, already explained in content)
 call executed, and a final `Finished` whose usage sums every generation round.
 
 Policies (documented in README "Tools"):
-- Invalid calls are never passed on. If any call in the model's answer is invalid (not JSON, unknown tool, arguments
-  failing the tool's JSON Schema, cut off), no tool calls are returned at all: the choice ends with finish_reason
-  "stop" (or "length" when the call was cut off), its content explains what was wrong, and the message carries the
-  rejected calls in the extension field `invalid_tool_calls`. No automatic retry.
+- Calls are constrained: the engine decodes under a grammar (tools/grammar.py) that admits only calls of the
+  request's tools (and the server tools it enabled) with arguments valid against each tool's schema; with
+  `required` or a named tool the answer is a call, with `auto` it is text or text followed by calls.
+- Invalid calls are still never passed on (a call cut off by max_tokens, or a deployment that ignores the grammar):
+  no tool calls are returned, the choice ends with finish_reason "length" (cut off) or "stop", the content is what
+  the model wrote before the call (no server text is added), and the message carries the rejected calls in the
+  extension field `invalid_tool_calls`. No automatic retry.
 - `server_tools` (extension): the named registry tools are added to the prompt; when the model calls only server
   tools, they run, their results are appended as `tool` turns, and the model generates again, at most `max_rounds`
   times; after that the server tools leave the prompt so the model must answer. A round that also calls a client tool
@@ -26,9 +29,12 @@ from dataclasses import dataclass, field
 from services.common.errors import invalid
 from services.orchestrator.chat_request import ChatMessage, ChatRequest
 from services.orchestrator.generate import Finished, Generator, PreparedGeneration, PromptCount, TextDelta, Usage
-from services.orchestrator.tools.parser import CALL_OPEN, InvalidToolCall, ParsedEvent, ToolCall, ToolCallParser
+from services.orchestrator.logprobs import TokenLogprobs
+from services.orchestrator.structured_output import Guide, grammar_error
+from services.orchestrator.tools.grammar import tool_call_grammar
+from services.orchestrator.tools.parser import InvalidToolCall, ParsedEvent, ToolCall, ToolCallParser
 from services.orchestrator.tools.registry import ToolRegistry, ToolResult, builtin_registry
-from services.orchestrator.tools.spec import ToolSpec
+from services.orchestrator.tools.spec import ToolChoice, ToolSpec
 
 DEFAULT_MAX_ROUNDS = 3
 
@@ -52,12 +58,7 @@ class ServerToolRan:
         return {**self.call.as_openai(), "output": self.result.output, "error": self.result.error}
 
 
-ToolRunEvent = TextDelta | ToolCallsReady | ToolCallsRejected | ServerToolRan | Finished
-
-
-def rejection_message(errors: list[InvalidToolCall]) -> str:
-    reasons = "; ".join(f"{e.name}: {e.error}" if e.name else e.error for e in errors)
-    return f"The model produced an invalid tool call, so no tool call was returned ({reasons})."
+ToolRunEvent = TextDelta | TokenLogprobs | ToolCallsReady | ToolCallsRejected | ServerToolRan | Finished
 
 
 class ToolRunner:
@@ -80,8 +81,12 @@ class ToolRunner:
     def count(self, chat: ChatRequest, *, tenant: str | None = None) -> PromptCount:
         """The first round's prompt tokens (tool definitions included), before anything is admitted."""
         self._check_server_tools(chat)
-        tools, prefill = self._round_tools(chat, 0)
-        return self.generator.count(chat, tools=tools, prefill=prefill, tenant=tenant)
+        tools, guide = self._round_tools(chat, 0)
+        if guide is not None and guide.type == "ebnf_grammar" and (error := grammar_error(guide.type, guide.text)):
+            raise invalid(f"Invalid 'tools': the engine cannot enforce these parameters schemas ({error}).", "tools",
+                          "invalid_function_parameters")
+        counted = self.generator.count(chat, tools=tools, tenant=tenant)
+        return dataclasses.replace(counted, max_tokens=counted.max_tokens * chat.n)  # every choice may use it all
 
     def prepare(self, chat: ChatRequest, *, tenant: str | None = None,
                 request_id: str | None = None) -> PreparedGeneration:
@@ -98,23 +103,20 @@ class ToolRunner:
         server = [self.registry.get(n).spec for n in chat.server_tools] if round_index < self.max_rounds else []
         return [*chat.tools, *server]
 
-    def _round_tools(self, chat: ChatRequest, round_index: int) -> tuple[list[dict] | None, str]:
-        """The tool definitions the template renders for a round, and the text that starts the answer."""
+    def _round_tools(self, chat: ChatRequest, round_index: int) -> tuple[list[dict] | None, Guide | None]:
+        """The tool definitions the template renders for a round, and what the engine constrains the answer to:
+        the tool-call grammar (the request's `tool_choice` in the first round; later rounds, after server tools
+        ran, may answer in text), else the response format."""
         specs = self._specs(chat, round_index)
         if not specs:
-            return None, ""
-        prefill = ""
-        if round_index == 0 and chat.tool_choice.mode == "required":
-            prefill = CALL_OPEN
-        elif round_index == 0 and chat.tool_choice.mode == "function":
-            # No space after the colon: the tokenizer learned ' {"' as one token, so the model writes it itself.
-            prefill = f'{CALL_OPEN}{{"name": {json.dumps(chat.tool_choice.name)}, "arguments":'
-        return [spec.as_template_tool() for spec in specs], prefill
+            return None, chat.response_format.guide()
+        choice = chat.tool_choice if round_index == 0 else ToolChoice("auto")
+        return [spec.as_template_tool() for spec in specs], tool_call_grammar(specs, choice, chat.parallel_tool_calls)
 
     def _prepare_round(self, chat: ChatRequest, messages: list[ChatMessage], round_index: int, *,
                        tenant: str | None = None, request_id: str | None = None) -> PreparedGeneration:
-        tools, prefill = self._round_tools(chat, round_index)
-        return self.generator.prepare(dataclasses.replace(chat, messages=messages), tools=tools, prefill=prefill,
+        tools, guide = self._round_tools(chat, round_index)
+        return self.generator.prepare(dataclasses.replace(chat, messages=messages), tools=tools, guide=guide,
                                       tenant=tenant, request_id=request_id)
 
     async def run(self, chat: ChatRequest, prepared: PreparedGeneration,
@@ -146,6 +148,9 @@ class ToolRunner:
                         if isinstance(event, Finished):
                             reason, usage = event.reason, event.usage
                             continue
+                        if isinstance(event, TokenLogprobs):
+                            yield event
+                            continue
                         usage.completion_tokens += event.token_count
                         yield take(parser.feed(event.text), event.token_count)
                         if (calls or errors) and not chat.parallel_tool_calls and not parser.in_call:
@@ -157,7 +162,6 @@ class ToolRunner:
                     yield delta
                 _add(total, usage)
                 if errors:
-                    yield TextDelta(("\n\n" if turn.text.strip() else "") + rejection_message(errors), 0)
                     yield ToolCallsRejected(errors)
                     yield Finished("length" if reason == "length" else "stop", total)
                     return

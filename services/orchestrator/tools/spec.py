@@ -81,8 +81,8 @@ def parse_tools(raw: Any) -> list[ToolSpec]:
         function = tool["function"]
         unknown = sorted(set(function) - {"name", "description", "parameters", "strict"})
         if unknown:
-            raise invalid(f"Invalid '{where}.function': unrecognized field '{unknown[0]}'.", "tools",
-                          "unknown_parameter")
+            raise invalid(f"'{where}.function.{unknown[0]}' is not supported by this deployment.", "tools",
+                          "unsupported_parameter")
         name = function.get("name")
         if not isinstance(name, str) or not NAME.match(name):
             raise invalid(f"Invalid '{where}.function.name': expected 1-64 characters of a-z, A-Z, 0-9, '_' or '-'.",
