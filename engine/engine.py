@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.block_manager import BlockManager
+from engine.guided import GuidedDecoding, GuideError, MaskFill
+from engine.logprobs import TokenLogprob, raw_log_softmax, token_logprobs
 from engine.model import Llama
 from engine.request import FinishReason, GenerationRequest, OutputSink, StepOutput
 from engine.runner import KVPool, ModelRunner, kv_bytes_per_block
@@ -74,9 +76,11 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, model: Llama, config: EngineConfig = EngineConfig()) -> None:
+    def __init__(self, model: Llama, config: EngineConfig = EngineConfig(),
+                 guided: GuidedDecoding | None = None) -> None:
         self.model = model.eval()
         self.config = config
+        self.guided = guided  # None: requests with a guide are refused
         device = model.model.embed_tokens.weight.device
         dtype = model.model.embed_tokens.weight.dtype
         self.max_seq_len = min(config.max_seq_len or model.args.max_position_embeddings,
@@ -110,7 +114,12 @@ class Engine:
         salt = self._salt
         if request.cache_salt_id is not None:
             salt += b"|" + str(request.cache_salt_id).encode()
-        self._inbox.put(Sequence(request, sink, cache_salt=salt))
+        seq = Sequence(request, sink, cache_salt=salt)
+        if request.guide is not None:  # compiled here, on the caller's thread, never on the engine's
+            if self.guided is None:
+                raise GuideError("guided decoding is not available: the engine has no tokenizer")
+            seq.matcher = self.guided.matcher(request.guide)
+        self._inbox.put(seq)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -161,19 +170,38 @@ class Engine:
             return 0
         self._set_threads(batch.total_tokens)
         tables = [self.blocks.block_ids(seq.request_id) for seq in batch.seqs]
+        # the sequences that sample a token this step (their logits rows, in order)
+        sampling = [seq for seq, n in zip(batch.seqs, batch.num_tokens, strict=True)
+                    if seq.num_computed_tokens + n == seq.num_tokens]
+        guided_rows = [i for i, seq in enumerate(sampling) if seq.matcher is not None]
+        # the grammar masks are computed by llguidance's threads while the forward pass runs
+        masks = self.guided.start_fill([sampling[i].matcher for i in guided_rows]) if guided_rows else None
         try:
             logits = self.runner.execute(batch, tables)
         except Exception as exc:  # the whole step failed: its sequences get the error, the engine goes on
             log.exception("engine step failed")
+            if masks is not None:
+                masks.pending.result()
             for seq in batch.seqs:
                 self._fail(seq, exc)
             return 0
         self.scheduler.after_step(batch)
-        sampling = [seq for seq in batch.seqs if seq.num_computed_tokens == seq.num_tokens]
+        logprob_rows = [i for i, seq in enumerate(sampling) if seq.request.logprobs is not None]
+        raw = raw_log_softmax(logits, logprob_rows) if logprob_rows else None  # before any mask or penalty
+        if masks is not None:
+            logits = self._masked(logits, masks, guided_rows)
         tokens = self._sample(sampling, logits)
-        for seq, token in zip(sampling, tokens, strict=True):
+        logprobs: dict[int, TokenLogprob] = {}
+        if raw is not None:
+            picked = [i for i in logprob_rows if tokens[i] is not None]
+            keep = [logprob_rows.index(i) for i in picked]
+            if picked:
+                found = token_logprobs(raw[keep], [int(tokens[i]) for i in picked],
+                                       [int(sampling[i].request.logprobs or 0) for i in picked])
+                logprobs = dict(zip(picked, found, strict=True))
+        for i, (seq, token) in enumerate(zip(sampling, tokens, strict=True)):
             if token is not None:
-                self._advance(seq, token)
+                self._advance(seq, token, logprobs.get(i))
         self._steps += 1
         # KV waste as each sequence sees it: slots in its block table not (yet) holding one of its tokens.
         bs = self.blocks.block_size
@@ -193,6 +221,9 @@ class Engine:
             torch.set_num_threads(wanted)
             self._threads = wanted
 
+    def _masked(self, logits: torch.Tensor, masks: MaskFill, rows: list[int]) -> torch.Tensor:
+        return masks.apply(logits.float().cpu(), rows)
+
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
         if not seqs:
             return []
@@ -209,26 +240,44 @@ class Engine:
                     self._fail(seq, exc)
             return out
 
-    def _advance(self, seq: Sequence, token: int) -> None:
+    def _advance(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         params = seq.request.params
         if params.end_id is not None and token == params.end_id:
             self._finish(seq, FinishReason.STOP, [])
             return
+        grammar_done = False
+        if seq.matcher is not None:
+            accepting = seq.matcher.is_accepting()
+            if not seq.matcher.consume_token(token):
+                # only when nothing the grammar allows was left (e.g. min_tokens held back the end it required)
+                if accepting:
+                    self._finish(seq, FinishReason.STOP, [])
+                else:
+                    self._fail(seq, GuideError(f"guided decoding: the grammar allows no token here "
+                                               f"({seq.matcher.get_error() or 'dead end'})"))
+                return
+            grammar_done = seq.matcher.is_stopped()  # accepting, and nothing but the end may follow
         seq.append_token(token)
-        if hits_stop_sequence(params, seq.output_ids):
-            self._finish(seq, FinishReason.STOP, [token])
+        if hits_stop_sequence(params, seq.output_ids) or grammar_done:
+            self._finish(seq, FinishReason.STOP, [token], logprob)
         elif len(seq.output_ids) >= params.max_tokens or seq.num_tokens >= self.max_seq_len:
-            self._finish(seq, FinishReason.LENGTH, [token])
+            self._finish(seq, FinishReason.LENGTH, [token], logprob)
         elif seq.sink is not None:
-            seq.sink.emit(StepOutput(seq.request_id, [token], cached_tokens=seq.num_cached_tokens))
+            output = StepOutput(seq.request_id, [token], cached_tokens=seq.num_cached_tokens)
+            _attach(output, logprob)
+            seq.sink.emit(output)
 
-    def _finish(self, seq: Sequence, reason: FinishReason, last: list[int]) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason, last: list[int],
+                logprob: TokenLogprob | None = None) -> None:
         self.scheduler.remove(seq)
         self._live.pop(seq.request_id, None)
         seq.finish_reason = reason
         if seq.sink is not None:
-            seq.sink.emit(StepOutput(seq.request_id, last, finished=True, finish_reason=reason,
-                                     cached_tokens=seq.num_cached_tokens))
+            output = StepOutput(seq.request_id, last, finished=True, finish_reason=reason,
+                                cached_tokens=seq.num_cached_tokens)
+            if last:
+                _attach(output, logprob)
+            seq.sink.emit(output)
 
     def _fail(self, seq: Sequence, error: Exception) -> None:
         self.scheduler.remove(seq)
@@ -286,3 +335,10 @@ class Engine:
             cancellations=self._cancellations, steps=self._steps, last_batch_size=len(self._last_batch.seqs),
             last_batch_tokens=self._last_batch.total_tokens, kv_slots_allocated=self._slots_allocated,
             kv_slots_filled=self._slots_filled)
+
+
+def _attach(output: StepOutput, logprob: TokenLogprob | None) -> None:
+    """Puts one token's log-probs on its output (a request that asked for them gets them on every token)."""
+    if logprob is not None:
+        output.logprobs = [logprob.logprob]
+        output.top_logprobs = [logprob.top]

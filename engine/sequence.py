@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import torch
+from llguidance import LLMatcher
 
 from engine.request import FinishReason, GenerationRequest, OutputSink
 
@@ -33,6 +34,7 @@ class Sequence:
     first_token_ns: int = 0
     last_token_ns: int = 0
     generator: torch.Generator | None = None
+    matcher: LLMatcher | None = None  # guided decoding: the grammar's state after the output so far
 
     def __post_init__(self) -> None:
         self.generator = self.request.params.make_generator()

@@ -16,8 +16,9 @@ TRTLLM_INPUTS = {
     "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list", "bad_words_list",
     "runtime_top_k", "runtime_top_p", "temperature", "repetition_penalty", "presence_penalty", "frequency_penalty",
     "min_tokens", "seed", "streaming", "exclude_input_in_output",
+    "guided_decoding_guide_type", "guided_decoding_guide", "return_log_probs",
 }
-TRTLLM_OUTPUTS = {"output_ids", "sequence_length"}
+TRTLLM_OUTPUTS = {"output_ids", "sequence_length", "cum_log_probs", "output_log_probs"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,16 @@ def test_tensorrt_llm_slot_has_trtllm_tensor_names(configs: dict[str, model_conf
     assert not inputs["input_ids"].optional and not inputs["input_lengths"].optional
     assert inputs["seed"].data_type == model_config_pb2.TYPE_UINT64
     assert inputs["streaming"].data_type == model_config_pb2.TYPE_BOOL
+    for name in ("guided_decoding_guide_type", "guided_decoding_guide"):
+        assert inputs[name].data_type == model_config_pb2.TYPE_STRING and inputs[name].optional
+    assert inputs["return_log_probs"].data_type == model_config_pb2.TYPE_BOOL and inputs["return_log_probs"].optional
+    # the top-log-prob extension: optional, so a client of TensorRT-LLM's contract never has to send it
+    assert inputs["num_top_log_probs"].data_type == model_config_pb2.TYPE_INT32 and inputs["num_top_log_probs"].optional
+    outputs = {o.name: o for o in config.output}
+    assert list(outputs["output_log_probs"].dims) == [-1, -1] and list(outputs["cum_log_probs"].dims) == [-1]
+    assert outputs["output_log_probs"].data_type == model_config_pb2.TYPE_FP32
+    assert list(outputs["output_top_log_probs"].dims) == [-1, -1, -1]
+    assert outputs["output_top_log_prob_ids"].data_type == model_config_pb2.TYPE_INT32
 
 
 def test_python_backend_models_get_their_model_py(repo: Path, configs: dict[str, model_config_pb2.ModelConfig]) -> None:

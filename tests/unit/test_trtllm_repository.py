@@ -21,8 +21,9 @@ Configs = dict[str, model_config_pb2.ModelConfig]
 # Tensors that may differ between the two LLM slots, each with the reason documented in
 # model_repository/tensorrt_llm/config.trtllm.pbtxt.tmpl. Today there are none: `priority` is declared in both
 # (the tensorrtllm backend ignores inputs it does not know).
-INPUT_EXCEPTIONS: set[str] = set()
-OUTPUT_EXCEPTIONS: set[str] = set()
+# The CPU engine's top-log-prob extension (Sluice's own, not in TensorRT-LLM's contract)
+INPUT_EXCEPTIONS: set[str] = {"num_top_log_probs"}
+OUTPUT_EXCEPTIONS: set[str] = {"output_top_log_probs", "output_top_log_prob_ids"}
 
 
 def _render(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Path:
@@ -103,7 +104,7 @@ def test_llm_slot_tensors_match_across_engines(cpu: Configs, trt: Configs) -> No
     cpu_slot, trt_slot = cpu["tensorrt_llm"], trt["tensorrt_llm"]
     assert _tensors(cpu_slot.input, INPUT_EXCEPTIONS) == _tensors(trt_slot.input, INPUT_EXCEPTIONS)
     assert _tensors(cpu_slot.output, OUTPUT_EXCEPTIONS) == _tensors(trt_slot.output, OUTPUT_EXCEPTIONS)
-    cpu_optional = {i.name: i.optional for i in cpu_slot.input}
+    cpu_optional = {i.name: i.optional for i in cpu_slot.input if i.name not in INPUT_EXCEPTIONS}
     trt_optional = {i.name: i.optional for i in trt_slot.input}
     assert cpu_optional == trt_optional
     assert "priority" in trt_optional and trt_optional["priority"]

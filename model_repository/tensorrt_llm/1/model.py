@@ -19,6 +19,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from engine.engine import Engine, EngineConfig
+from engine.guided import Guide, GuidedDecoding
 from engine.model import load_checkpoint
 from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
@@ -27,7 +28,9 @@ from engine.streaming import StreamInterval
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-OPTIONAL_OUTPUTS = frozenset({"kv_cache_reused_blocks", "arrival_time_ns", "first_token_time_ns"})
+# Log-prob outputs go only to requests that set return_log_probs; the top-k ones only with num_top_log_probs > 0.
+LOGPROB_OUTPUTS = frozenset({"cum_log_probs", "output_log_probs", "output_top_log_probs", "output_top_log_prob_ids"})
+OPTIONAL_OUTPUTS = frozenset({"kv_cache_reused_blocks", "arrival_time_ns", "first_token_time_ns"}) | LOGPROB_OUTPUTS
 # A client's cancellation reaches the engine within this (plus one step); TensorRT-LLM's backend polls every 100 ms
 # too (cancellation_check_period_ms). The orchestrator's `stop` request ends a stream at once, without polling.
 CANCEL_CHECK_S = 0.1
@@ -42,6 +45,22 @@ def _optional(request, name: str):
 def _scalar(request, name: str, default, cast):
     values = _optional(request, name)
     return default if values is None or values.size == 0 else cast(values[0])
+
+
+def _text(request, name: str) -> str | None:
+    """A TYPE_STRING input's first element, decoded (None when absent)."""
+    values = _optional(request, name)
+    if values is None or values.size == 0:
+        return None
+    value = values[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _guide(request) -> Guide | None:
+    guide_type = _text(request, "guided_decoding_guide_type")
+    if not guide_type:
+        return None
+    return Guide(guide_type, _text(request, "guided_decoding_guide") or "")
 
 
 def _word_lists(request, name: str) -> list[list[int]]:
@@ -90,7 +109,7 @@ class _ResponseSink:
     """Adapts one Triton request to the engine's OutputSink."""
 
     def __init__(self, model: TritonPythonModel, request, prompt_ids: list[int], streaming: bool,
-                 exclude_input: bool, arrival_ns: int) -> None:
+                 exclude_input: bool, arrival_ns: int, logprobs: int | None = None) -> None:
         self._model = model
         self._request = request
         self._sender = request.get_response_sender()
@@ -98,8 +117,12 @@ class _ResponseSink:
         self._streaming = streaming
         self._exclude_input = exclude_input
         self._arrival_ns = arrival_ns
+        self._logprobs = logprobs  # None: not asked for; k: with the k best alternatives per token
         self._first_token_ns = 0
         self._collected: list[int] = []
+        self._collected_logprobs: list[float] = []
+        self._collected_top: list[list[tuple[int, float]]] = []
+        self._cum_logprob = 0.0  # over every token sent so far (TensorRT-LLM's cum_log_probs)
         self._cached_tokens = 0
         self._tokens_sent = 0
         self._wanted = frozenset(request.requested_output_names()) or OPTIONAL_OUTPUTS
@@ -115,13 +138,28 @@ class _ResponseSink:
             self._cancelled = self._request.is_cancelled()
         return self._cancelled
 
-    def _response(self, token_ids: list[int]) -> pb_utils.InferenceResponse:
+    def _response(self, token_ids: list[int], logprobs: list[float], top: list[list[tuple[int, float]]],
+                  cumulative: float) -> pb_utils.InferenceResponse:
         """output_ids and sequence_length always; the optional outputs only when the client asked for them (each
-        tensor costs the stub a copy into shared memory)."""
+        tensor costs the stub a copy into shared memory). Log-probs cover the generated tokens this response
+        carries, shaped like TensorRT-LLM's ([batch 1, beam 1, tokens]; the top ones [1, 1, tokens, k])."""
         ids = np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1)
         tensors = [pb_utils.Tensor("output_ids", ids),
                    pb_utils.Tensor("sequence_length", np.asarray([[len(token_ids)]], dtype=np.int32))]
         wanted = self._wanted
+        k = self._logprobs
+        if k is not None:
+            if "output_log_probs" in wanted:
+                tensors.append(pb_utils.Tensor("output_log_probs",
+                                               np.asarray(logprobs, dtype=np.float32).reshape(1, 1, -1)))
+            if "cum_log_probs" in wanted:
+                tensors.append(pb_utils.Tensor("cum_log_probs", np.asarray([[cumulative]], dtype=np.float32)))
+            if k and "output_top_log_probs" in wanted:
+                values = np.asarray([[v for _, v in row] for row in top], dtype=np.float32).reshape(1, 1, -1, k)
+                tensors.append(pb_utils.Tensor("output_top_log_probs", values))
+            if k and "output_top_log_prob_ids" in wanted:
+                top_ids = np.asarray([[t for t, _ in row] for row in top], dtype=np.int32).reshape(1, 1, -1, k)
+                tensors.append(pb_utils.Tensor("output_top_log_prob_ids", top_ids))
         if "kv_cache_reused_blocks" in wanted:
             reused_blocks = self._cached_tokens // self._model.engine.blocks.block_size
             tensors.append(pb_utils.Tensor("kv_cache_reused_blocks", np.asarray([[reused_blocks]], dtype=np.int32)))
@@ -134,6 +172,9 @@ class _ResponseSink:
 
     def emit(self, output: StepOutput) -> None:
         self._cached_tokens = output.cached_tokens
+        if output.logprobs is not None:
+            self._collected_logprobs.extend(output.logprobs)
+            self._collected_top.extend(output.top_logprobs or [[] for _ in output.logprobs])
         self._tokens_sent += len(output.new_token_ids)
         if output.new_token_ids and not self._first_token_ns:
             self._first_token_ns = time.time_ns()
@@ -163,10 +204,16 @@ class _ResponseSink:
             self._send(self._collected if self._exclude_input else self._prompt_ids + self._collected, FINAL)
 
     def _send(self, token_ids: list[int] | None, flags: int) -> None:
-        """Queues a response with these tokens (None: only the flags) for the outbox thread."""
+        """Queues a response with these tokens (None: only the flags) for the outbox thread; the log-probs collected
+        since the last response go with them."""
+        logprobs, top = self._collected_logprobs, self._collected_top
+        self._collected_logprobs, self._collected_top = [], []
+        self._cum_logprob += sum(logprobs)
+        cumulative = self._cum_logprob
+
         def send() -> None:
             if token_ids is not None:
-                self._sender.send(self._response(token_ids), flags=flags)
+                self._sender.send(self._response(token_ids, logprobs, top, cumulative), flags=flags)
             else:
                 self._sender.send(flags=flags)
 
@@ -297,7 +344,9 @@ class TritonPythonModel:
             enable_prefix_caching=params.get("enable_kv_cache_reuse", "true").lower() in ("1", "true", "yes"),
             cache_salt=params["checkpoint_dir"], max_threads=threads,
             parallel_min_tokens=int(params.get("parallel_min_tokens") or 32))
-        self.engine = Engine(model, config)
+        guided = GuidedDecoding.from_checkpoint(params["checkpoint_dir"], model.args.vocab_size,
+                                                threads=max(1, threads))
+        self.engine = Engine(model, config, guided)
         self.outbox = _Outbox()
         self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
         self.engine.step_listener = self.metrics.on_step
@@ -342,15 +391,19 @@ class TritonPythonModel:
             stop_token_seqs=_word_lists(request, "stop_words_list"),
             bad_token_seqs=_word_lists(request, "bad_words_list"),
         )
+        top = _scalar(request, "num_top_log_probs", 0, int)
+        logprobs = top if _scalar(request, "return_log_probs", False, bool) or top else None
         generation = GenerationRequest(
             request_id=request.request_id() or f"triton-{arrival_ns}",
             prompt_ids=prompt, params=params, priority=_scalar(request, "priority", 0, int),
-            cache_salt_id=_scalar(request, "cache_salt_id", None, int))
+            cache_salt_id=_scalar(request, "cache_salt_id", None, int), guide=_guide(request), logprobs=logprobs)
         sink = _ResponseSink(self, request, prompt, streaming=_scalar(request, "streaming", False, bool),
                              exclude_input=_scalar(request, "exclude_input_in_output", False, bool),
-                             arrival_ns=arrival_ns)
+                             arrival_ns=arrival_ns, logprobs=logprobs)
         return generation, sink
 
     def finalize(self) -> None:
         self.engine.shutdown()
+        if self.engine.guided is not None:
+            self.engine.guided.close()
         self.outbox.close()
