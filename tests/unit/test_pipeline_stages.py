@@ -19,6 +19,7 @@ from services.common.errors import ApiError
 from services.common.settings import REPO_ROOT, Settings
 from services.orchestrator.chat_request import ChatMessage, ChatRequest, RetrievalOptions, parse_chat_request
 from services.orchestrator.generate import Finished, GenerationPlan, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.logprobs import TokenLogprobs
 from services.orchestrator.pipeline.config import (
     FailurePolicy,
     StageConfigError,
@@ -490,3 +491,25 @@ def test_output_guard_fail_open_passes_text_and_reports_degraded() -> None:
                       _events("hello", " world"), degraded)
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["hello", " world"]
     assert degraded == ["output_guard"] and events[-1].reason == "stop"
+
+
+async def _events_with_logprobs(*texts: str) -> AsyncIterator:
+    for index, text in enumerate(texts):
+        yield TextDelta(text, 1)
+        yield TokenLogprobs([index], [-0.5], [[(index, -0.5)]])
+    yield Finished("stop", Usage(10, len(texts)))
+
+
+def test_output_guard_releases_logprobs_with_their_text_and_withholds_them_after_a_redaction() -> None:
+    events = _collect(OutputGuard(Stage(_spec("output_guard")), FakeSafety()),
+                      _events_with_logprobs("Hello ", "there ", "friend."))
+    released = "".join(_texts(events))
+    logprobs = [e for e in events if isinstance(e, TokenLogprobs)]
+    assert released == "Hello there friend." and sum(len(e.token_ids) for e in logprobs) == 3
+    for event in logprobs:  # never ahead of the text they spell
+        assert len("".join(_texts(events[:events.index(event)]))) >= len("Hello there friend."[:event.token_ids[-1]])
+    redacted = _collect(OutputGuard(Stage(_spec("output_guard")), FakeSafety()),
+                        _events_with_logprobs("Mail ", "jane.doe@", "gmail.com", " now."))
+    assert "[EMAIL]" in "".join(_texts(redacted))
+    shown = [i for e in redacted if isinstance(e, TokenLogprobs) for i in e.token_ids]
+    assert 1 not in shown and 2 not in shown  # the address's tokens never leave the guard

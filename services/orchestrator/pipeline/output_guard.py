@@ -242,8 +242,8 @@ class OutputGuard:
                 if step.redacted:  # counted here, where output PII is redacted now (rare: not per token)
                     record_safety("output", "redact", [f.category for f in step.redacted])
                     if not redacted_once and on_redact is not None:
-                        redacted_once = True
                         on_redact()
+                    redacted_once = True
                 ready += step.text
                 unsent += step.text
                 windows.check()
