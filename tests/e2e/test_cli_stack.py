@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -46,14 +47,17 @@ def test_detached_stack_up_status_down(tmp_path: Path) -> None:
         models = httpx.get(f"{settings.public_base_url}/models", timeout=10,
                            headers={"Authorization": f"Bearer {key}"}).json()
         assert models["data"][0]["id"] == settings.model_name
-        status = _run(["status"], settings, timeout=30)
-        process_lines = status.stdout.splitlines()[1:]
-        assert status.returncode == 0 and len(process_lines) >= 3, status.stdout
-        assert all(line.split()[3] == "ready" and line.endswith("restarts 0") for line in process_lines), \
-            status.stdout
+        status = _run(["status", "--json"], settings, timeout=30)
+        report = json.loads(status.stdout)
+        assert status.returncode == 0 and report["ready"] and len(report["processes"]) >= 3, status.stdout
+        assert all(p["ready"] and p["restarts"] == 0 for p in report["processes"].values()), status.stdout
+        assert report["endpoints"]["openai_api"] == settings.public_base_url
+        assert report["endpoints"]["dev_api_key_file"] == str(key_file(settings))
+        text = _run(["status"], settings, timeout=30).stdout  # the same, for people: endpoints, then processes
+        assert f"http://{settings.host}:{settings.http_port}/" in text and str(key_file(settings)) in text
         again = _run(["up", "--detach"], settings)
         assert again.returncode == 1 and "already running" in again.stderr
-        pids = [int(line.split("pid")[1].split()[0]) for line in status.stdout.splitlines()[1:]]
+        pids = [p["pid"] for p in report["processes"].values()]
     finally:
         down = _run(["down"], settings, timeout=90)
     assert down.returncode == 0 and "stopped" in down.stdout

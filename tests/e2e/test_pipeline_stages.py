@@ -100,13 +100,15 @@ def test_retrieval_cites_the_right_document(rag_client: openai.OpenAI, stack: Se
     print(f"\n[retrieval] answer ({'stream' if stream else 'json'}): {answer!r}")
 
 
-def test_other_tenants_get_no_citations(client: openai.OpenAI, stack: Settings, documents: str,
-                                       tenant_keys) -> None:
+def test_other_tenants_do_not_have_the_collection(client: openai.OpenAI, stack: Settings, documents: str,
+                                                  tenant_keys) -> None:
     other = client.with_options(api_key=tenant_keys("someone-else", "enterprise"))
-    completion = other.chat.completions.create(
-        model=stack.model_name, max_tokens=4, messages=[{"role": "user", "content": "Zephyr code word?"}],
-        extra_body={"retrieval": {"collections": [documents]}})
-    assert completion.model_extra["citations"] == []
+    with pytest.raises(openai.NotFoundError) as caught:  # not a silent, ungrounded 200
+        other.chat.completions.create(
+            model=stack.model_name, max_tokens=4, messages=[{"role": "user", "content": "Zephyr code word?"}],
+            extra_body={"retrieval": {"collections": [documents]}})
+    assert caught.value.body["code"] == "collection_not_found"
+    assert "mulberry" not in str(caught.value.body)
 
 
 def test_bad_retrieval_field_is_a_400(client: openai.OpenAI, stack: Settings) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.supervisor.health import grpc_serving
 from services.supervisor.processes import wait_until
@@ -46,6 +48,10 @@ def _until(check, timeout: float) -> float | None:
 def test_stage_services_die_and_come_back(tmp_path: Path) -> None:
     with supervised_stack(tmp_path, restart_policy=SLOW_RESTARTS) as own:
         api_key = own.api_key("stages")
+        with grpc.insecure_channel(own.settings.retrieval_url) as channel:  # the tenant's (empty) collection
+            retrieval_pb2_grpc.RetrievalStub(channel).CreateCollection(
+                retrieval_pb2.CreateCollectionRequest(name="handbook"), metadata=(("x-sluice-tenant", "stages"),),
+                timeout=30)
         assert _chat(own, api_key, retrieval=True).status_code == 200
 
         # retrieval down: the retrieve stage fails open — answers go on, marked degraded — and its circuit opens
