@@ -13,13 +13,16 @@ A guide is compiled once per (type, text) (an LRU of compiled matchers; each req
 not compile is the request's `GuideError`, raised at submit time, before the request reaches the engine thread.
 
 Per step, the masks of the constrained rows are computed by llguidance's thread pool (it releases the GIL) while the
-forward pass runs; `MaskFill.apply` waits for them and sets the logits of disallowed tokens to -inf.
+forward pass runs; `MaskFill.apply` waits for them and sets the logits of disallowed tokens to -inf. A batch whose
+masks take less than INLINE_FILL_S (measured, per row) is filled on the engine thread instead: handing it to another
+thread costs more than that on a busy machine.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from llguidance import LLExecutor, LLMatcher, LLTokenizer
-from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask_par
+
+# llguidance.torch is not imported: it runs torch.compile at import time (slow, and it fails in Triton's Python stub).
 
 GUIDE_TYPES = ("json", "json_schema", "regex", "ebnf_grammar")
 # The layout a schema without its own `x-guidance` is written in (the demo model learned JSON with these separators).
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 MAX_GUIDE_CHARS = 200_000
+INLINE_FILL_S = 100e-6  # a batch's masks expected to take less than this are filled on the caller's thread
 
 
 class GuideError(ValueError):
@@ -86,6 +91,7 @@ class GuidedDecoding:
         self._executor = LLExecutor(num_threads=threads)
         self._filler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-guided")
         self.compiled = self.cache_hits = 0
+        self._fill_s_per_row = 0.0  # moving average of the mask fill time per row
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, vocab_size: int, eos_token_id: int | None = None,
@@ -119,9 +125,22 @@ class GuidedDecoding:
 
     def start_fill(self, matchers: list[LLMatcher]) -> MaskFill:
         """Starts computing the next-token masks of these matchers (row k of the result for matchers[k])."""
-        bitmask = allocate_token_bitmask(len(matchers), self.vocab_size)
+        words = (self.vocab_size + 31) // 32
+        bitmask = torch.full((len(matchers), words), -1, dtype=torch.int32)
         pairs = [(m, k) for k, m in enumerate(matchers)]
-        return MaskFill(bitmask, self._filler.submit(fill_next_token_bitmask_par, self._executor, pairs, bitmask))
+
+        def fill() -> None:
+            # llguidance writes row k at data_ptr + 4 * words * k; the tensor stays referenced by the MaskFill
+            start = time.perf_counter()
+            self._executor.unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), words * 4, len(pairs))
+            self._fill_s_per_row = 0.9 * self._fill_s_per_row + 0.1 * (time.perf_counter() - start) / len(pairs)
+
+        if self._fill_s_per_row * len(pairs) < INLINE_FILL_S:
+            done: Future = Future()
+            fill()
+            done.set_result(None)
+            return MaskFill(bitmask, done)
+        return MaskFill(bitmask, self._filler.submit(fill))
 
     def close(self) -> None:
         self._filler.shutdown(wait=False)

@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost_cli.register(bench_sub)  # bench cost: CPU ms per streamed token for every stack process
     abuse_cli.register(bench_sub)  # bench abuse: a hostile free tenant against an enterprise tenant's latency
     peers_cli.register(bench_sub)  # bench peers: vLLM's OpenAI server, Triton direct and the stack side by side
+    from services.bench import guided_cli
+    guided_cli.register(bench_sub)  # bench guided: grammar compile time, per-token cost, valid-output rate
 
     tenancy_bench = bench_sub.add_parser("tenancy", help="time added per request by auth + rate limits + quotas, "
                                          "in-process vs Redis")
