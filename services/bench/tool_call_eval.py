@@ -20,6 +20,9 @@ import jsonschema
 VERBS = ["fetch", "book", "rate", "archive", "ship", "quote", "audit", "merge", "tag", "scan", "route", "pause"]
 NOUNS = ["invoice", "parcel", "meeting", "sensor", "ticket", "recipe", "voucher", "playlist", "reactor", "greenhouse"]
 FIELDS = ["id", "label", "count", "priority", "region", "notes", "size", "owner", "urgent", "colour", "window"]
+# Room for the largest arguments the generated schemas allow (nested arrays of 40-character strings): a call cut off
+# by max_tokens is counted as invalid, so the budget must not be what is measured.
+MAX_TOKENS = 512
 ASKS = ["Please {verb} the {noun} for me.", "Can you {verb} my {noun}? It is number 42.",
         "I need the {noun} {verb}ed before Friday.", "{verb} {noun} 7, the blue one, quickly."]
 
@@ -96,7 +99,7 @@ def call_errors(message: Any, tools: list[dict[str, Any]]) -> list[str]:
     return errors
 
 
-def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: int = 160) -> EvalResult:
+def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: int = MAX_TOKENS) -> EvalResult:
     """Runs the cases one by one through `client` (an openai.OpenAI)."""
     result = EvalResult()
     started = time.monotonic()
@@ -116,22 +119,97 @@ def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: i
     return result
 
 
-def run_cli(count: int = 100, seed: int = 0, model: str | None = None) -> int:
+def run_cli(count: int = 100, seed: int = 0, model: str | None = None, in_process: str | None = None) -> int:
+    """Through the running stack, or with `in_process` (a checkpoint folder) on the CPU engine in this process."""
     import openai
 
     from services.common.settings import Settings
     from services.orchestrator.tenancy.dev_key import local_api_key
 
-    settings = Settings.from_env()
-    client = openai.OpenAI(base_url=settings.public_base_url, api_key=local_api_key(settings) or "none",
-                           max_retries=0, timeout=120)
-    try:
-        result = evaluate(client, model or settings.model_name, make_cases(count, seed))
-    except openai.APIError as exc:
-        print(f"sluice eval tools: {exc}", file=sys.stderr)
-        return 1
-    print(f"tool calls with unseen tools (tool_choice=required, seed {seed}): {result.valid}/{result.cases} valid "
-          f"({result.rate:.0%}), {result.calls} calls, {result.seconds:.1f} s")
+    cases = make_cases(count, seed)
+    if in_process:
+        result = evaluate_in_process(cases, in_process)
+        where = f"in process, {in_process}"
+    else:
+        settings = Settings.from_env()
+        client = openai.OpenAI(base_url=settings.public_base_url, api_key=local_api_key(settings) or "none",
+                               max_retries=0, timeout=120)
+        where = f"through {settings.public_base_url}"
+        try:
+            result = evaluate(client, model or settings.model_name, cases)
+        except openai.APIError as exc:
+            print(f"sluice eval tools: {exc}", file=sys.stderr)
+            return 1
+    print(f"tool calls with unseen tools (tool_choice=required, seed {seed}, {where}): {result.valid}/{result.cases} "
+          f"valid ({result.rate:.0%}), {result.calls} calls, {result.seconds:.1f} s")
     for failure in result.failures:
         print("  " + failure)
     return 0 if result.valid == result.cases else 1
+
+
+def evaluate_in_process(cases: list[dict[str, Any]], model_dir: str = "models/sluice-demo",
+                        max_tokens: int = MAX_TOKENS) -> EvalResult:
+    """The same cases on the CPU engine in this process, without the stack: the request path's own pieces (the chat
+    template with the tools, the tool-call grammar, the engine's guided decoding, the tool-call parser), all
+    requests submitted at once (continuous batching)."""
+    from engine.engine import Engine, EngineConfig
+    from engine.guided import Guide, GuidedDecoding
+    from engine.model import load_checkpoint
+    from engine.request import FinishReason, GenerationRequest, StepOutput
+    from engine.sampling import SamplingParams
+    from engine.tokenizer import ChatTokenizer
+    from services.orchestrator.tools.grammar import tool_call_grammar
+    from services.orchestrator.tools.parser import ToolCall, ToolCallParser
+    from services.orchestrator.tools.spec import ToolChoice, parse_tools
+
+    @dataclass
+    class Sink:
+        tokens: list[int] = field(default_factory=list)
+        reason: FinishReason | None = None
+        error: Exception | None = None
+
+        def is_cancelled(self) -> bool:
+            return False
+
+        def emit(self, output: StepOutput) -> None:
+            self.tokens.extend(output.new_token_ids)
+            self.reason = output.finish_reason if output.finished else self.reason
+
+        def fail(self, error: Exception) -> None:
+            self.error = error
+
+    tokenizer = ChatTokenizer.from_pretrained(model_dir)
+    model = load_checkpoint(model_dir)[0]
+    engine = Engine(model, EngineConfig(block_size=16, num_blocks=4096),
+                    GuidedDecoding.from_checkpoint(model_dir, model.args.vocab_size))
+    started = time.monotonic()
+    runs = []
+    for index, case in enumerate(cases):
+        specs = parse_tools(case["tools"])
+        guide = tool_call_grammar(specs, ToolChoice("required"), True)
+        prompt = tokenizer.encode(tokenizer.render(case["messages"], tools=case["tools"]))
+        params = SamplingParams(max_tokens=max_tokens, temperature=case["temperature"], seed=case["seed"],
+                                end_id=tokenizer.eos_token_id)
+        sink = Sink()
+        engine.submit(GenerationRequest(f"case-{index}", prompt, params, guide=Guide(guide.type, guide.text)), sink)
+        runs.append((specs, sink))
+    engine.run_until_done()
+    result = EvalResult()
+    for index, (specs, sink) in enumerate(runs):
+        detok = tokenizer.detokenizer(keep_special=("<tool_call>", "</tool_call>"))
+        parser = ToolCallParser(specs)
+        events = parser.feed(detok.push(sink.tokens) + detok.flush()) + parser.finish()
+        calls = [e for e in events if isinstance(e, ToolCall)]
+        errors = [str(e) for e in events if not isinstance(e, ToolCall | str)]
+        errors += ["no tool call"] if not calls else []
+        errors += [f"text outside the calls: {e!r}" for e in events if isinstance(e, str) and e.strip()]
+        errors += [f"engine: {sink.error}"] if sink.error else []
+        errors += ["cut off by max_tokens"] if sink.reason is FinishReason.LENGTH else []
+        result.cases += 1
+        result.calls += len(calls)
+        if errors:
+            result.failures.append(f"case {index}: {'; '.join(errors)}")
+        else:
+            result.valid += 1
+    result.seconds = time.monotonic() - started
+    return result

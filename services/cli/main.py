@@ -69,7 +69,7 @@ def _cmd_eval_rag_answers(args: argparse.Namespace) -> int:
 def _cmd_eval_tools(args: argparse.Namespace) -> int:
     from services.bench.tool_call_eval import run_cli
 
-    return run_cli(args.cases, args.seed, args.model)
+    return run_cli(args.cases, args.seed, args.model, args.in_process)
 
 
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tools.add_argument("--cases", type=int, default=100, help="requests (default 100)")
     eval_tools.add_argument("--seed", type=int, default=0, help="seed of the generated tools and prompts")
     eval_tools.add_argument("--model", default=None, help="model (default: the stack's model)")
+    eval_tools.add_argument("--in-process", default=None, metavar="CHECKPOINT",
+                            help="run on the CPU engine in this process with this checkpoint folder (no stack)")
     eval_tools.set_defaults(func=_cmd_eval_tools)
     rag_answers = eval_sub.add_parser("rag-answers", help="grounded answers through the stack: the held-out set in "
                                       "tests/data/rag_answers ingested, questions asked via the API, exact name "

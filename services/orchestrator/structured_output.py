@@ -26,6 +26,12 @@ MAX_SCHEMA_CHARS = 100_000
 # How the engine writes JSON under a schema: one space after ':' and ',' (as the demo model learned JSON), and no
 # free whitespace, so a constrained answer cannot spend its token budget on blank space.
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# How long a number the engine may write: at most 15 integer digits and 6 decimals. JSON Schema cannot bound a
+# number's digits, and a small model can go on writing digits until max_tokens; these bounds are added to the guide
+# (an allOf beside the schema's own constraints), so every constrained answer still validates against the schema.
+NUMBER_LIMIT = 10**15
+DECIMAL_STEP = 1e-6
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples", "x-guidance"})  # values, not schemas
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,7 @@ class ResponseFormat:
         if self.type == "json_object":
             return Guide("json", "")
         if self.type == "json_schema" and self.schema is not None:
-            return Guide("json_schema", json.dumps(with_layout(self.schema), ensure_ascii=False))
+            return Guide("json_schema", json.dumps(guide_schema(self.schema), ensure_ascii=False))
         return None
 
     def violation(self, text: str) -> str | None:
@@ -70,6 +76,28 @@ class ResponseFormat:
             if error is not None:
                 return error.message
         return None
+
+
+def guide_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as the engine enforces it: numbers bounded in length, and the JSON layout."""
+    return with_layout(bounded_numbers(schema))
+
+
+def bounded_numbers(schema: Any) -> Any:
+    """`schema` with every number or integer subschema also bound to NUMBER_LIMIT (and DECIMAL_STEP for numbers)."""
+    if isinstance(schema, list):
+        return [bounded_numbers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    node = {key: value if key in _DATA_KEYWORDS else bounded_numbers(value) for key, value in schema.items()}
+    kinds = node.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if not kinds & {"number", "integer"}:
+        return node
+    bound: dict[str, Any] = {"minimum": -NUMBER_LIMIT, "maximum": NUMBER_LIMIT}
+    if "number" in kinds:
+        bound["multipleOf"] = DECIMAL_STEP
+    return {"allOf": [node, bound]}
 
 
 def with_layout(schema: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +155,7 @@ def check_schema(schema: dict[str, Any], param: str) -> None:
         validator_for(schema, default=Draft202012Validator).check_schema(schema)
     except SchemaError as exc:
         raise invalid(f"Invalid schema in '{param}': {exc.message}", param, "invalid_json_schema") from None
-    error = grammar_error("json_schema", json.dumps(with_layout(schema), sort_keys=True, ensure_ascii=False))
+    error = grammar_error("json_schema", json.dumps(guide_schema(schema), sort_keys=True, ensure_ascii=False))
     if error:
         raise invalid(f"Invalid schema in '{param}': the engine cannot enforce it ({error}).", param,
                       "invalid_json_schema")

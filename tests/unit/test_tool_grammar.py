@@ -8,7 +8,7 @@ from llguidance import LLMatcher, LLTokenizer
 
 from engine.tokenizer import ChatTokenizer
 from services.common.settings import REPO_ROOT
-from services.orchestrator.structured_output import grammar_error
+from services.orchestrator.structured_output import bounded_numbers, grammar_error
 from services.orchestrator.tools.grammar import tool_call_grammar
 from services.orchestrator.tools.spec import ToolChoice, ToolSpec
 
@@ -71,3 +71,14 @@ def test_auto_admits_text_or_text_then_calls_but_not_the_opener_spelt_in_text(to
 def test_no_grammar_when_no_call_is_possible() -> None:
     assert tool_call_grammar([LOOKUP], ToolChoice("none"), True) is None
     assert tool_call_grammar([], ToolChoice("auto"), True) is None
+
+
+def test_numbers_are_bounded_in_the_guide_but_keep_their_own_constraints() -> None:
+    schema = {"type": "object", "properties": {
+        "n": {"type": "number", "minimum": 0}, "k": {"type": ["integer", "null"]},
+        "e": {"enum": [{"type": "number"}]}}}
+    bounded = bounded_numbers(schema)
+    assert bounded["properties"]["n"] == {"allOf": [{"type": "number", "minimum": 0}, {
+        "minimum": -10**15, "maximum": 10**15, "multipleOf": 1e-6}]}
+    assert bounded["properties"]["k"]["allOf"][1] == {"minimum": -10**15, "maximum": 10**15}
+    assert bounded["properties"]["e"] == schema["properties"]["e"]  # enum values are data, not schemas

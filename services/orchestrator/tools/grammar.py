@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.orchestrator.structured_output import JSON_LAYOUT, Guide
+from services.orchestrator.structured_output import JSON_LAYOUT, Guide, bounded_numbers
 from services.orchestrator.tools.spec import ToolChoice, ToolSpec
 
 CALL_OPEN_TOKEN = "<tool_call>"
@@ -29,7 +29,7 @@ _FREE_TEXT = r"/(?s:.+)/ & ~/(?s:.*<tool_call>.*)/"
 def call_schema(specs: list[ToolSpec]) -> dict[str, Any]:
     """One JSON Schema for a call of any of `specs`: {"name": <that tool>, "arguments": <its parameters>}."""
     branches = [{"type": "object",
-                 "properties": {"name": {"const": spec.name}, "arguments": spec.parameters},
+                 "properties": {"name": {"const": spec.name}, "arguments": bounded_numbers(spec.parameters)},
                  "required": ["name", "arguments"], "additionalProperties": False} for spec in specs]
     schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
     return {**schema, "x-guidance": JSON_LAYOUT}
