@@ -101,7 +101,7 @@ class GuidedDecoding:
 
         if eos_token_id is None:
             eos_token_id = ChatTokenizer.from_pretrained(path).eos_token_id
-        text = (Path(path) / "tokenizer.json").read_text()
+        text = (Path(path) / "tokenizer.json").read_text(encoding="utf-8")
         return cls(LLTokenizer(text, n_vocab=vocab_size, eos_token=eos_token_id), vocab_size, **options)
 
     def matcher(self, guide: Guide) -> LLMatcher:

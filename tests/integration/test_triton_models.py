@@ -103,3 +103,63 @@ def test_ensemble_text_in_text_out(triton, demo_tokenizer) -> None:
     direct = _tokens(_stream(triton, "tensorrt_llm", _llm_inputs(prompt, 24, **greedy)))
     assert text == demo_tokenizer.decode(direct)
     assert len(pieces) > 1  # streamed piece by piece
+
+
+def test_llm_slot_guided_decoding_and_log_probs(triton, demo_tokenizer) -> None:
+    """TensorRT-LLM's guided-decoding and log-prob tensors, plus the CPU engine's top-log-prob extension."""
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]},
+                                               "days": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["city", "days"], "additionalProperties": False}
+    prompt = demo_tokenizer.encode_chat([{"role": "user", "content": "Plan a trip"}])
+    extra = {"end_id": (np.array([[demo_tokenizer.eos_token_id]], dtype=np.int32), "INT32"),
+             "runtime_top_k": (np.array([[1]], dtype=np.int32), "INT32"),
+             "guided_decoding_guide_type": (np.array([[b"json_schema"]], dtype=object), "BYTES"),
+             "guided_decoding_guide": (np.array([[json.dumps(schema).encode()]], dtype=object), "BYTES"),
+             "return_log_probs": (np.array([[True]], dtype=bool), "BOOL"),
+             "num_top_log_probs": (np.array([[3]], dtype=np.int32), "INT32")}
+    responses = _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 60, **extra))
+    tokens = _tokens(responses)
+    jsonschema.validate(json.loads(demo_tokenizer.decode(tokens)), schema)
+    logprobs: list[float] = []
+    cumulative = None
+    for result, _ in responses:
+        if result is None or result.as_numpy("output_ids") is None:
+            continue
+        count = int(result.as_numpy("sequence_length").reshape(-1)[0])
+        chunk = result.as_numpy("output_log_probs")
+        assert chunk.shape == (1, 1, count)  # [batch, beam, tokens carried by this response]
+        top = result.as_numpy("output_top_log_probs")
+        top_ids = result.as_numpy("output_top_log_prob_ids")
+        assert top.shape == top_ids.shape == (1, 1, count, 3)
+        assert (np.diff(top[0, 0], axis=-1) <= 0).all()  # best first
+        # raw log-probs (before the grammar's mask): a constrained token is at most as likely as the model's best
+        assert (chunk[0, 0] <= top[0, 0, :, 0] + 1e-5).all()
+        logprobs += chunk.reshape(-1).tolist()
+        cumulative = float(result.as_numpy("cum_log_probs").reshape(-1)[0])
+    assert len(logprobs) == len(tokens) and all(lp <= 0 for lp in logprobs)
+    assert cumulative == pytest.approx(sum(logprobs), abs=1e-3)
+    unguided = {key: extra[key] for key in ("runtime_top_k", "return_log_probs", "num_top_log_probs")}
+    for result, error in _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 6, **unguided)):
+        assert error is None, error
+        if result is not None and result.as_numpy("output_ids") is not None:  # greedy: each token is its own top-1
+            count = int(result.as_numpy("sequence_length").reshape(-1)[0])
+            ids = result.as_numpy("output_ids").reshape(-1)[:count]
+            assert (result.as_numpy("output_top_log_prob_ids")[0, 0, :, 0] == ids).all()
+            assert np.allclose(result.as_numpy("output_log_probs")[0, 0],
+                               result.as_numpy("output_top_log_probs")[0, 0, :, 0])
+    plain = _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 4))  # not asked: no log-prob tensors
+    assert all(r.as_numpy("output_log_probs") is None for r, _ in plain if r is not None)
+
+
+def test_llm_slot_invalid_guide_is_the_requests_error(triton, demo_tokenizer) -> None:
+    prompt = demo_tokenizer.encode_chat([{"role": "user", "content": "Hello!"}])
+    bad = {"guided_decoding_guide_type": (np.array([[b"regex"]], dtype=object), "BYTES"),
+           "guided_decoding_guide": (np.array([[b"([a-z"]], dtype=object), "BYTES")}
+    responses = _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 4, **bad))
+    error = responses[-1][1]
+    assert error is not None and "invalid request" in str(error) and "regex" in str(error)
+    assert _tokens(_stream(triton, "tensorrt_llm", _llm_inputs(prompt, 4)))  # the model still serves
