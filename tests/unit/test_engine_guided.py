@@ -99,6 +99,20 @@ def test_json_schema_output_parses_and_validates_greedy_and_sampled(engine: Engi
         jsonschema.validate(value, ORDER_SCHEMA)
 
 
+@pytest.mark.parametrize("inline_below_s", [0.0, 1.0])  # masks always on llguidance's thread / always inline
+def test_masks_hold_on_either_fill_path(engine: Engine, tokenizer: ChatTokenizer, monkeypatch: pytest.MonkeyPatch,
+                                        inline_below_s: float) -> None:
+    import engine.guided as guided_module
+
+    monkeypatch.setattr(guided_module, "INLINE_FILL_S", inline_below_s)
+    pattern = r"[a-f]{3}-[0-9]{2}"
+    sinks = [run(engine, tokenizer, f"Code {i}", Guide("regex", pattern), temperature=1.0, seed=i, rid=str(i))
+             for i in range(8)]
+    engine.run_until_done()
+    for sink in sinks:
+        assert sink.finished is FinishReason.STOP and re.fullmatch(pattern, tokenizer.decode(sink.tokens))
+
+
 def test_unconstrained_rows_in_a_guided_batch_are_unchanged(engine: Engine, model: Llama, guided: GuidedDecoding,
                                                             tokenizer: ChatTokenizer) -> None:
     alone = Engine(model, EngineConfig(block_size=16, num_blocks=512))
