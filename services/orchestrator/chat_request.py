@@ -255,7 +255,7 @@ def parse_retrieval(raw: Any) -> RetrievalOptions | None:
         raise invalid(f"Invalid 'retrieval.collections': expected 1 to {MAX_RETRIEVAL_COLLECTIONS} collections.",
                       "retrieval.collections", "invalid_value")
     for name in collections:
-        if not _COLLECTION.match(name):
+        if not _COLLECTION.fullmatch(name):
             raise invalid(f"Invalid 'retrieval.collections': {name!r} is not a collection name ({NAME_RULE}).",
                           "retrieval.collections", "invalid_value")
     top_k = raw.get("top_k")

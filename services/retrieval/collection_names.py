@@ -21,7 +21,7 @@ class InvalidCollectionName(ValueError):
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(NAME_PATTERN.match(name or ""))
+    return bool(NAME_PATTERN.fullmatch(name or ""))  # fullmatch: `$` alone lets a trailing newline in
 
 
 def check_name(name: str) -> str:
@@ -32,7 +32,7 @@ def check_name(name: str) -> str:
 
 def physical_name(name: str) -> str:
     check_name(name)
-    if _LEGACY.match(name):
+    if _LEGACY.fullmatch(name):
         return PLAIN_PREFIX + name
     return ENCODED_PREFIX + name.encode().hex()
 

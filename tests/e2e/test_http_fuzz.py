@@ -105,7 +105,8 @@ def success_problem(path: str, response: requests.Response, token_limit: int | N
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         return sse_problem(response.text) if path.endswith("/chat/completions") else "an unexpected event stream"
     body = response.json()
-    expected = {"/v1/chat/completions": "chat.completion", "/v1/embeddings": "list", "/v1/models": "list"}
+    expected = {"/v1/chat/completions": "chat.completion", "/v1/embeddings": "list", "/v1/models": "list",
+                "/v1/vector_stores": "vector_store", "/v1/vector_stores/{vector_store_id}": "vector_store"}
     wanted = expected.get(path.rstrip("/"), "model")  # the transcoder matches a trailing slash too
     if body.get("object") != wanted:
         return f"200 with object {body.get('object')!r}, expected {wanted!r}"
@@ -208,6 +209,8 @@ OPERATIONS = [  # (path, method, positive cases, negative cases): a GET has noth
     ("/v1/embeddings", "POST", 80, 250),
     ("/v1/models/{model}", "GET", 120, 0),
     ("/v1/models", "GET", 20, 0),
+    ("/v1/vector_stores", "POST", 40, 80),  # collection names: created (idempotent) or refused, never a 5xx
+    ("/v1/vector_stores/{vector_store_id}", "GET", 40, 0),
 ]
 
 

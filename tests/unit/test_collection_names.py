@@ -28,7 +28,7 @@ def test_distinct_names_never_share_a_physical_name() -> None:
     assert len({physical_name(n) for n in names}) == len(names)
 
 
-@pytest.mark.parametrize("name", ["", "-leading", ".hidden", "has space", "semi;colon", "a" * 65, "ünï"])
+@pytest.mark.parametrize("name", ["", "-leading", ".hidden", "has space", "semi;colon", "a" * 65, "ünï", "docs\n"])
 def test_invalid_names_are_refused(name: str) -> None:
     assert not is_valid_name(name)
     with pytest.raises(InvalidCollectionName):

@@ -13,8 +13,10 @@ import yaml
 from services.common.errors import ApiError
 from services.common.settings import REPO_ROOT
 from services.orchestrator import chat_request, completions_api, embeddings, responses_api
+from services.orchestrator.ingestion.vector_stores import PURPOSES
 from services.orchestrator.tools import spec as tool_spec
 from services.orchestrator.tools.registry import builtin_registry
+from services.retrieval.collection_names import NAME_PATTERN
 
 SPEC = yaml.safe_load((REPO_ROOT / "envoy" / "openapi.yaml").read_text())
 SCHEMAS = SPEC["components"]["schemas"]
@@ -23,11 +25,16 @@ EMBEDDINGS = SCHEMAS["EmbeddingsRequest"]["properties"]
 VALID_CHAT: dict[str, Any] = {"model": "sluice-demo", "messages": [{"role": "user", "content": "hi"}]}
 
 
+# The services Envoy transcodes (envoy/envoy.yaml.tmpl): every route of theirs is described, and nothing else.
+TRANSCODED_PROTOS = ("openai.proto", "vector_stores.proto", "edge.proto")
+
+
 def test_routes_are_the_protos_http_annotations() -> None:
-    proto = (REPO_ROOT / "protos" / "sluice" / "v1" / "openai.proto").read_text()
-    routes = re.findall(r'\b(get|post|put|delete|patch):\s*"([^"]+)"', proto)
+    protos = "".join((REPO_ROOT / "protos" / "sluice" / "v1" / name).read_text() for name in TRANSCODED_PROTOS)
+    routes = re.findall(r'\b(get|post|put|delete|patch):\s*"([^"]+)"', protos)
     annotated = {(verb.upper(), path) for verb, path in routes}
-    described = {(method.upper(), path) for path, item in SPEC["paths"].items() for method in item}
+    described = {(method.upper(), path) for path, item in SPEC["paths"].items() for method in item
+                 if method != "parameters"}
     assert described == annotated
 
 
@@ -94,3 +101,9 @@ def test_retrieval_top_k_bounds_are_the_parsers() -> None:
         else:
             with pytest.raises(ApiError):
                 chat_request.parse_chat_request(body)
+
+
+def test_collection_names_and_file_purposes_are_the_services_rules() -> None:
+    assert SCHEMAS["CollectionName"]["pattern"] == NAME_PATTERN.pattern
+    purposes = SPEC["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert purposes["properties"]["purpose"]["enum"] == list(PURPOSES)

@@ -23,8 +23,12 @@ def parse_form(content_type: str, body: bytes) -> dict[str, FormPart]:
     """Form fields by name. Raises MultipartError when the body is not multipart/form-data with a boundary."""
     if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
         raise MultipartError("expected a multipart/form-data body with a boundary")
-    message = BytesParser(policy=policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
+    try:
+        header = content_type.encode("latin-1")
+    except UnicodeEncodeError:
+        raise MultipartError("the Content-Type header is not Latin-1 text") from None
+    message = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + header + b"\r\nMIME-Version: 1.0\r\n\r\n"
+                                                         + body)
     if not message.is_multipart():
         raise MultipartError("the multipart body could not be read")
     parts: dict[str, FormPart] = {}
