@@ -1,6 +1,7 @@
 """The playground page in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by selenium):
 key, question, Send → the reply grows over several updates; Stop → the engine counts a cancelled request; a bad key
-→ the error is shown in words. A screenshot taken mid-stream goes to results/playground/."""
+→ the error is shown in words; over the rate limit → the 429 and its Retry-After are shown. A screenshot taken
+mid-stream goes to results/playground/."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def _assistant_texts(driver) -> list[str]:
         "return [...document.querySelectorAll('.turn.assistant .text')].map(e => e.textContent)")
 
 
-def test_playground_streams_stops_and_shows_errors(stack: Settings, api_key: str, browser) -> None:
+def test_playground_streams_stops_and_shows_errors(stack: Settings, api_key: str, tenant_keys, browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -135,3 +136,15 @@ def test_playground_streams_stops_and_shows_errors(stack: Settings, api_key: str
     browser.find_element(By.ID, "send").click()
     error = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".turn.assistant .error"))
     assert "API key was refused (401)" in error[-1].text
+
+    # Over the key's rate limit (1 request a minute): the 429 is shown with its Retry-After.
+    _enter_key(browser, tenant_keys("playground-limited", "enterprise", rpm=1))
+    _wait(lambda: "model(s) available" in browser.find_element(By.ID, "status").text)
+    _set(browser, "max-tokens", "4")
+    for message in ("One.", "Two."):
+        _wait(lambda: browser.find_element(By.ID, "send").is_enabled())
+        _set(browser, "message", message)
+        browser.find_element(By.ID, "send").click()
+    limited = _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".turn.assistant .error")
+                             if "429" in e.text])
+    assert "Rate limited (429)" in limited[0].text and "Retry after" in limited[0].text
