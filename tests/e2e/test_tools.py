@@ -158,11 +158,16 @@ def test_server_side_retrieve_is_offered_and_forced_through_envoy(client: openai
     reply = create(rag_client, stack, [{"role": "user", "content": "How often should I descale the Aurora kettle?"}],
                    extra_body={"server_tools": ["retrieve"]},
                    tool_choice={"type": "function", "function": {"name": "retrieve"}})
+    choice = reply.choices[0]
     ran = reply.model_extra.get("server_tool_calls") or []
-    # the demo model was never trained on `retrieve`, but the forced call is constrained to its schema: it runs
-    assert ran and ran[0]["function"]["name"] == "retrieve"
-    if json.loads(ran[0]["function"]["arguments"])["collection"] == manuals:
-        assert ran[0]["error"] is None and "[kettle.md#" in ran[0]["output"]
+    if ran:  # the forced call is constrained to `retrieve`'s schema: it ran against this tenant's collection
+        assert ran[0]["function"]["name"] == "retrieve"
+        if json.loads(ran[0]["function"]["arguments"])["collection"] == manuals:
+            assert ran[0]["error"] is None and "[kettle.md#" in ran[0]["output"]
+    else:  # the demo model never learned `retrieve`: it may write its query string until max_tokens, honestly
+        assert choice.finish_reason == "length"
+        (rejected,) = choice.message.model_extra["invalid_tool_calls"]
+        assert "cut off" in rejected["error"] and rejected["raw"].startswith('{"name": "retrieve"')
 
 
 def test_server_side_retrieve_runs_against_the_retrieval_service(stack: Settings, manuals: str) -> None:
