@@ -391,13 +391,14 @@ def test_numeric_bounds_are_exact_at_the_edge(stack: Settings, fuzz_key: str, se
         if key not in prop:
             continue
         edge = min(prop[key], FUZZ_MAX_TOKENS) if capped and key == "maximum" else prop[key]
-        body = {**VALID_CHAT, name: edge}
+        needs = {"logprobs": True} if name == "top_logprobs" else {}  # top_logprobs needs logprobs
+        body = {**VALID_CHAT, **needs, name: edge}
         if name == "min_tokens":
             body["max_tokens"] = max(edge, 1)
         reply = session.post(base_url(stack) + "/v1/chat/completions", json=body, headers=headers, timeout=TIMEOUT)
         assert reply.status_code == 200, (name, edge, reply.text[:300])
         past = prop[key] + sign * step
-        reply = session.post(base_url(stack) + "/v1/chat/completions", json={**VALID_CHAT, name: past},
+        reply = session.post(base_url(stack) + "/v1/chat/completions", json={**VALID_CHAT, **needs, name: past},
                              headers=headers, timeout=TIMEOUT)
         assert reply.status_code == 400, (name, past, reply.text[:300])
         assert reply.json()["error"]["param"] == name
