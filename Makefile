@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/sluice/v1/*.proto)
 GEN    := gen/python/sluice/v1/.stamp
+XDS_PROTOS     := xds-protos==1.81.1
+XDS_PROTOS_DIR := $(VENV)/xds-protos
 
 .PHONY: run test lint protos kernels repo clean help bench bench-quick bench-peers bench-venv vllm-venv promtool chromium
 
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	# generated stubs live outside the source tree; make them importable from the venv
 	echo "$(CURDIR)/gen/python" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sluice_gen.pth
+	# Envoy's v3 API for the xDS control plane, in its own folder (services/control_plane/xds_api.py loads it): the
+	# wheel's own copies of googleapis/opentelemetry protos and envoy/__init__.py would overwrite the venv's.
+	rm -rf $(XDS_PROTOS_DIR)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --target $(XDS_PROTOS_DIR) $(XDS_PROTOS)
+	rm -rf $(XDS_PROTOS_DIR)/google $(XDS_PROTOS_DIR)/opentelemetry $(XDS_PROTOS_DIR)/test $(XDS_PROTOS_DIR)/envoy/__init__.py
 	touch $@
 
 # gRPC stubs and the descriptor set Envoy transcodes with, both generated from protos/ (never committed).

@@ -64,13 +64,21 @@ def _sampling_percent(share: float) -> float:
     return round(share * 100, 4)
 
 
-def render_envoy_config(
+def render_envoy_config(*, out_path: Path, **settings: object) -> Path:
+    """Write a complete (static) Envoy v3 bootstrap to `out_path` and return that path; `settings` are those of
+    render_envoy_yaml. The running stack serves the same configuration over xDS instead (services/control_plane/)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(render_envoy_yaml(**settings), encoding="utf-8")  # type: ignore[arg-type]
+    return out_path
+
+
+def render_envoy_yaml(
     *,
     listen_port: int,
     admin_port: int,
     orchestrator_port: int,
     descriptor_path: Path,
-    out_path: Path,
     local_rps: int = 1000,
     max_request_bytes: int = 4 * 1024 * 1024,
     otlp_target: str = "127.0.0.1:4317",
@@ -81,8 +89,8 @@ def render_envoy_config(
     max_downstream_connections: int = MAX_DOWNSTREAM_CONNECTIONS,
     max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
     max_heap_bytes: int = MAX_HEAP_BYTES,
-) -> Path:
-    """Write a complete Envoy v3 bootstrap to `out_path` and return that path.
+) -> str:
+    """The template filled in: a complete Envoy v3 bootstrap with static listeners, routes and clusters.
 
     `descriptor_path` is the `--include_imports` descriptor set of `protos/` (normally `gen/sluice.pb`); it is made
     absolute here because Envoy resolves relative paths against its own working directory.
@@ -110,8 +118,4 @@ def render_envoy_config(
         "openapi_yaml": json.dumps(str(OPENAPI_PATH)),
         "lua_source": textwrap.indent(lua.rstrip("\n"), _LUA_INDENT, lambda line: True),
     }
-    rendered = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(rendered, encoding="utf-8")
-    return out_path
+    return string.Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
