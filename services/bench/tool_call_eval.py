@@ -99,12 +99,14 @@ def call_errors(message: Any, tools: list[dict[str, Any]]) -> list[str]:
     return errors
 
 
-def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: int = MAX_TOKENS) -> EvalResult:
-    """Runs the cases one by one through `client` (an openai.OpenAI)."""
+def evaluate(client: Any, model: str, cases: list[dict[str, Any]], max_tokens: int | None = None) -> EvalResult:
+    """Runs the cases one by one through `client` (an openai.OpenAI). Without `max_tokens` the server's default
+    budget applies (what fits the context window, at most the orchestrator's default)."""
     result = EvalResult()
     started = time.monotonic()
     for index, case in enumerate(cases):
-        reply = client.chat.completions.create(model=model, tool_choice="required", max_tokens=max_tokens, **case)
+        budget = {"max_tokens": max_tokens} if max_tokens else {}
+        reply = client.chat.completions.create(model=model, tool_choice="required", **budget, **case)
         choice = reply.choices[0]
         errors = call_errors(choice.message, case["tools"])
         if choice.finish_reason == "length":

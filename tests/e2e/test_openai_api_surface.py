@@ -5,6 +5,7 @@ rule for unsupported parameters. Stream and non-stream for each."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import jsonschema
@@ -206,3 +207,13 @@ def test_responses_text_stream_tools_and_previous_response(client: openai.OpenAI
     assert answered.status in ("completed", "incomplete")
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model=stack.model_name, input="x", previous_response_id="resp_" + "0" * 32)
+
+
+def test_tool_calls_with_generated_tools_the_model_never_saw_are_all_valid(client: openai.OpenAI,
+                                                                            stack: Settings) -> None:
+    """`sluice eval tools` through Envoy (10 cases here; SLUICE_TOOL_EVAL_CASES=100 for the full figure)."""
+    from services.bench.tool_call_eval import evaluate, make_cases
+
+    result = evaluate(client, stack.model_name, make_cases(int(os.environ.get("SLUICE_TOOL_EVAL_CASES", "10"))))
+    print(f"tool eval: {result.valid}/{result.cases} valid, {result.calls} calls, {result.seconds:.1f} s")
+    assert result.valid == result.cases, result.failures
