@@ -161,5 +161,7 @@ class MaskFill:
         """The logits with the disallowed tokens of row rows[k] at -inf, k being the matcher's index (a new tensor:
         the runner's logits are inference tensors)."""
         allowed = self.allowed(logits.shape[1])
+        if len(rows) == logits.shape[0]:  # every sampled row is constrained (rows are distinct and in order)
+            return logits.masked_fill(~allowed, float("-inf"))
         index = torch.tensor(rows, dtype=torch.long)
         return logits.index_put((index,), logits[index].masked_fill(~allowed, float("-inf")))
