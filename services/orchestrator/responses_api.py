@@ -6,6 +6,7 @@ response.completed), each an SSE frame with its `event:` line and a `sequence_nu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 from google.api import httpbody_pb2
 
-from services.common.errors import invalid
+from services.common.errors import ApiError, invalid
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request, refuse_unsupported, unsupported
 from services.orchestrator.choices import ChoiceResult
 from services.orchestrator.generate import Finished, TextDelta, Usage
@@ -139,8 +140,26 @@ def parse_responses_request(body: dict[str, Any], history: list[dict[str, Any]])
         "response_format": _response_format(body.get("text")), "service_tier": body.get("service_tier"),
         "metadata": body.get("metadata"),
     }
-    chat = parse_chat_request({k: v for k, v in chat_body.items() if v is not None})
+    try:
+        chat = parse_chat_request({k: v for k, v in chat_body.items() if v is not None})
+    except ApiError as error:
+        raise _in_responses_terms(error) from None
     return ResponsesRequest(chat, instructions, history, new_messages, store, body)
+
+
+# The chat parser's parameter names for this API's fields.
+_CHAT_NAMES = (("max_completion_tokens", "max_output_tokens"), ("response_format.json_schema", "text.format"),
+               ("response_format", "text.format"), ("messages", "input"))
+
+
+def _in_responses_terms(error: ApiError) -> ApiError:
+    """A chat-parser refusal named with the Responses API's fields (`max_output_tokens`, `text.format`, `input`)."""
+    param, message = error.param, error.message
+    for chat_name, name in _CHAT_NAMES:
+        if param is not None and param.startswith(chat_name):
+            param = name + param[len(chat_name):]
+        message = message.replace(f"'{chat_name}", f"'{name}")
+    return dataclasses.replace(error, param=param, message=message)
 
 
 def _usage(usage: Usage) -> dict[str, Any]:

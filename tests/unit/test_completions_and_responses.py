@@ -138,3 +138,11 @@ def test_siblings_start_after_the_first_choice_and_merge_by_index() -> None:
     assert items[0] == (0, "0:0")
     for index in range(3):
         assert [event for i, event in items if i == index] == [f"{index}:{s}" for s in range(3)]
+
+
+def test_responses_refusals_use_the_responses_field_names() -> None:
+    error = refused(lambda: parse_responses_request({"model": "m", "input": "x", "max_output_tokens": 0}, []))
+    assert error.param == "max_output_tokens" and "'max_output_tokens'" in error.message
+    error = refused(lambda: parse_responses_request({"model": "m", "input": "x", "text": {"format": {
+        "type": "json_schema", "name": "a", "schema": {"type": "objekt"}}}}, []))
+    assert (error.param, error.code) == ("text.format.schema", "invalid_json_schema")
