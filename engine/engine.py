@@ -189,7 +189,16 @@ class Engine:
         logprob_rows = [i for i, seq in enumerate(sampling) if seq.request.logprobs is not None]
         raw = raw_log_softmax(logits, logprob_rows) if logprob_rows else None  # before any mask or penalty
         if masks is not None:
-            logits = self._masked(logits, masks, guided_rows)
+            try:
+                logits = self._masked(logits, masks, guided_rows)
+            except Exception as exc:  # the grammar library failed: its requests get the error, the others go on
+                log.exception("guided decoding mask failed")
+                for i in guided_rows:
+                    self._fail(sampling[i], exc)
+                kept = sorted(set(range(len(sampling))) - set(guided_rows))
+                sampling, logits = [sampling[i] for i in kept], logits[kept]
+                logprob_rows = [i for i, seq in enumerate(sampling) if seq.request.logprobs is not None]
+                raw = raw_log_softmax(logits, logprob_rows) if logprob_rows else None
         tokens = self._sample(sampling, logits)
         logprobs: dict[int, TokenLogprob] = {}
         if raw is not None:

@@ -113,6 +113,21 @@ def test_masks_hold_on_either_fill_path(engine: Engine, tokenizer: ChatTokenizer
         assert sink.finished is FinishReason.STOP and re.fullmatch(pattern, tokenizer.decode(sink.tokens))
 
 
+def test_a_failing_mask_fails_only_the_guided_requests(engine: Engine, tokenizer: ChatTokenizer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.guided import MaskFill
+
+    def broken(self: MaskFill, logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        raise RuntimeError("mask fill failed")
+
+    monkeypatch.setattr(MaskFill, "apply", broken)
+    free = run(engine, tokenizer, "Hello there", max_tokens=6, rid="free", logprobs=2)
+    constrained = run(engine, tokenizer, "Hello there", Guide("regex", "[0-9]{5}"), rid="digits")
+    engine.run_until_done()
+    assert isinstance(constrained.error, RuntimeError) and not constrained.tokens
+    assert free.error is None and len(free.tokens) == len(free.logprobs) == 6
+
+
 def test_unconstrained_rows_in_a_guided_batch_are_unchanged(engine: Engine, model: Llama, guided: GuidedDecoding,
                                                             tokenizer: ChatTokenizer) -> None:
     alone = Engine(model, EngineConfig(block_size=16, num_blocks=512))
