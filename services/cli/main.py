@@ -184,6 +184,10 @@ def _cmd_bench_safety(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_safety(args: argparse.Namespace) -> int:
+    if args.frozen:
+        from services.safety.frozen_eval import main as frozen_main
+
+        return frozen_main(args.triton)
     from services.safety.evaluation import main
 
     bench_address = args.bench_address
@@ -376,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "safety service")
     safety.add_argument("--bench-address", default=None, help="safety service HOST:PORT for --bench")
     safety.add_argument("--verbose", action="store_true", help="list the tuning half's errors")
+    safety.add_argument("--frozen", action="store_true", help="the frozen hand-written test set "
+                        "(tests/data/safety_unseen): v1 rules and v2 served classifier side by side")
     safety.set_defaults(func=_cmd_eval_safety)
     return parser
 

@@ -68,12 +68,15 @@ class TritonClassifier:
 
 
 class LocalClassifier:
-    """The Triton model's scorer in this process: for evaluation and unit tests (identical numbers)."""
+    """The Triton model's scorer in this process: for evaluation and unit tests (identical numbers).
+    `scorer="rules"` scores with the hand-written detectors alone (v1), for side-by-side figures."""
 
-    def __init__(self) -> None:
-        from services.safety.scoring import CategoryScorer
+    def __init__(self, scorer: str = "served") -> None:
+        from services.safety.scoring import RuleScorer, SafetyScorer
 
-        self._scorer = CategoryScorer()
+        if scorer not in ("served", "rules"):
+            raise ValueError(f"scorer must be 'served' or 'rules', got {scorer!r}")
+        self._scorer = SafetyScorer() if scorer == "served" else RuleScorer()
 
     async def scores(self, texts: list[str]) -> list[dict[str, float]]:
         return _rows(self._scorer.score(texts)) if texts else []

@@ -39,8 +39,15 @@ class FailMode(StrEnum):
 # Thresholds chosen on the tuning half of tests/data/safety_eval.jsonl (see services/safety/evaluation.py).
 DEFAULT_THRESHOLDS: dict[str, float] = {category: 0.5 for category in ALL_CATEGORIES}
 DEFAULT_THRESHOLDS["toxicity"] = 0.8
+# The Llama Guard categories only the learned head (v2) scores start in shadow mode: reported, not blocking, until a
+# tenant opts in (`actions: {elections: block}`). On hand-written benign text the head flags ~6% (EVALUATION.md), too
+# many to block by default; the categories the v1 detectors cover keep blocking.
+V2_ONLY_CATEGORIES: frozenset[str] = frozenset({
+    "sex_crimes", "defamation", "specialized_advice", "privacy", "intellectual_property", "elections",
+    "code_interpreter_abuse"})
 DEFAULT_ACTIONS: dict[str, PolicyAction] = {
-    **{category: PolicyAction.BLOCK for category in CLASSIFIER_CATEGORIES},
+    **{category: PolicyAction.FLAG if category in V2_ONLY_CATEGORIES else PolicyAction.BLOCK
+       for category in CLASSIFIER_CATEGORIES},
     **{category: PolicyAction.REDACT for category in PII_CATEGORIES},
     INJECTION_CATEGORY: PolicyAction.BLOCK,
     DENY_CATEGORY: PolicyAction.BLOCK,

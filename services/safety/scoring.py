@@ -1,5 +1,9 @@
 """The safety classifier's scoring, shared by the Triton model (model_repository/safety_classifier) and local use.
 
+`SafetyScorer` is what is served: per category the higher of the learned head's calibrated score
+(learned_head.py) and the hand-written detectors' (`RuleScorer`, kept for the exact phrasings they were written for;
+the head's thresholds were chosen with them switched on).
+
 Toxicity is alt-profanity-check's trained model (TF-IDF + a calibrated linear SVM), evaluated through a flattened
 copy of its weights: sklearn's `CalibratedClassifierCV.predict_proba` spends ~14 ms per call on input validation
 for five tiny linear models, the arithmetic itself takes microseconds. `ToxicityModel` checks at load time that
@@ -90,8 +94,9 @@ class ToxicityModel:
         return positive.mean(axis=1)
 
 
-class CategoryScorer:
-    """Text → scores in CLASSIFIER_CATEGORIES order. Toxicity is the profanity model's probability (discounted for
+class RuleScorer:
+    """The hand-written detectors (v1): text → scores in CLASSIFIER_CATEGORIES order (0 for categories they do
+    not cover). Toxicity is the profanity model's probability (discounted for
     text that targets no one, see detectors/target.py) or the harassment phrases', whichever is higher."""
 
     def __init__(self) -> None:
@@ -118,3 +123,23 @@ class CategoryScorer:
                     value = max(value, float(plain[row]))
                 out[row, col] = value
         return out
+
+
+class SafetyScorer:
+    """Served scores: max(learned head, rules) per category, in CLASSIFIER_CATEGORIES order."""
+
+    def __init__(self) -> None:
+        from services.safety.learned_head import LearnedSafetyHead
+        from services.safety.policy import DEFAULT_THRESHOLDS
+
+        self.rules = RuleScorer()
+        self.head = LearnedSafetyHead()
+        if self.head.categories != CLASSIFIER_CATEGORIES:
+            raise ValueError(f"head categories {self.head.categories} differ from {CLASSIFIER_CATEGORIES}")
+        self._targets = np.array([DEFAULT_THRESHOLDS[c] for c in CLASSIFIER_CATEGORIES], dtype=np.float32)
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """[N, C] float32."""
+        if not texts:
+            return np.zeros((0, len(CLASSIFIER_CATEGORIES)), dtype=np.float32)
+        return np.maximum(self.rules.score(texts), self.head.scores(texts, self._targets))

@@ -9,7 +9,7 @@ from services.safety.detectors.injection import find_injection
 from services.safety.detectors.lexicon import lexicon_scores
 from services.safety.detectors.pii import find_pii, iban_valid, luhn_valid, redact, verhoeff_valid
 from services.safety.detectors.target import has_target
-from services.safety.scoring import CategoryScorer
+from services.safety.scoring import RuleScorer
 
 
 @pytest.mark.parametrize(("digits", "valid"), [
@@ -131,7 +131,7 @@ def test_target(text: str, targeted: bool) -> None:
 
 
 def test_untargeted_swearing_is_not_toxicity_but_insults_are() -> None:
-    scorer = CategoryScorer()
+    scorer = RuleScorer()
     column = CLASSIFIER_CATEGORIES.index("toxicity")
     swearing, insult = scorer.score(["Ugh, this damn shit printer jammed again.", "You damn piece of shit."])
     assert swearing[column] < 0.8 <= insult[column]

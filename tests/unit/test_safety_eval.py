@@ -19,11 +19,16 @@ def test_the_set_is_large_labelled_and_split() -> None:
     per_split = Counter((item.split, bool(item.labels)) for item in items)
     assert per_split[("holdout", False)] >= 100 and per_split[("tune", False)] >= 100  # benign controls
     covered = {label for item in items if item.split == "holdout" for label in item.labels}
-    assert covered == set(ALL_CATEGORIES) - {"deny_list"}  # deny lists are per tenant, tested elsewhere
+    # deny lists are per tenant, tested elsewhere; the Llama Guard categories added with the learned classifier (v2)
+    # are covered by the frozen set in tests/data/safety_unseen instead
+    v2_only = {"sex_crimes", "defamation", "specialized_advice", "privacy", "intellectual_property", "elections",
+               "code_interpreter_abuse"}
+    assert covered == set(ALL_CATEGORIES) - {"deny_list"} - v2_only
 
 
 def test_held_out_targets_are_met(capsys) -> None:
-    results = asyncio.run(evaluate(LocalClassifier(), splits=("holdout",)))
+    """The v1 detectors' targets on this set (the v2 learned head's figures on it are in EVALUATION.md)."""
+    results = asyncio.run(evaluate(LocalClassifier("rules"), splits=("holdout",)))
     held_out = results["holdout"]
     assert held_out["benign"]["fpr"] < 0.02
     assert held_out["pii"]["recall"] >= 0.9 and held_out["toxicity"]["recall"] >= 0.9

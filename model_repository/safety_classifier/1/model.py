@@ -8,7 +8,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from services.safety.categories import CLASSIFIER_CATEGORIES
-from services.safety.scoring import CategoryScorer
+from services.safety.scoring import SafetyScorer
 
 
 class TritonPythonModel:
@@ -17,8 +17,11 @@ class TritonPythonModel:
         declared = tuple(config["parameters"]["categories"]["string_value"].split(","))
         if declared != CLASSIFIER_CATEGORIES:
             raise ValueError(f"config categories {declared} differ from the scorer's {CLASSIFIER_CATEGORIES}")
-        self.scorer = CategoryScorer()
+        self.scorer = SafetyScorer()
         self.scorer.score(["warm-up"])
+        self.family = pb_utils.MetricFamily(name="sluice_safety_classifier_texts_total", description="Texts scored",
+                                            kind=pb_utils.MetricFamily.COUNTER)
+        self.texts = self.family.Metric(labels={"model": args["model_name"], "version": args["model_version"]})
 
     def execute(self, requests: list) -> list:
         # One scorer call for the whole dynamic batch; a request that fails to decode gets its own error.
@@ -28,11 +31,14 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 values = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-                texts.extend(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
-                owners.extend([index] * len(values))
+                decoded = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
             except Exception as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"safety_classifier: {exc}"))
+                continue
+            texts.extend(decoded)
+            owners.extend([index] * len(decoded))
         scores = self.scorer.score(texts) if texts else np.zeros((0, len(CLASSIFIER_CATEGORIES)), np.float32)
+        self.texts.increment(len(texts))
         owner_array = np.asarray(owners)
         for index in range(len(requests)):
             if responses[index] is None:

@@ -3,7 +3,7 @@
 alt-profanity-check scores *profanity*: "this damn printer jammed again" and "holy shit, look at that" score as
 high as an insult. Abuse needs a target: the reader ("you", "ur"), a vocative or insulting noun ("moron", "bitch"),
 a directed imperative ("shut up", "fuck off"), or a person described with an insult ("she's so fucking stupid").
-`scoring.CategoryScorer` discounts the profanity score of text without one, so untargeted swearing stays below the
+`scoring.RuleScorer` discounts the profanity score of text without one, so untargeted swearing stays below the
 threshold. Tenants that want no swearing at all add words to their deny list.
 """
 
