@@ -30,6 +30,7 @@ def test_auto_routes_by_prompt_length_and_tier(client: openai.OpenAI, stack: Set
                          timeout=60)
     short = plus.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=8)
     assert short.headers["x-sluice-model"] == SMALL and short.headers["x-sluice-route"] == "auto:short"
+    assert short.parse().model == SMALL  # the body names the public model that served it, not "auto"
     long_prompt = [{"role": "user", "content": "Please summarise this. " + "The river flows to the sea. " * 40}]
     long = plus.chat.completions.with_raw_response.create(model="auto", messages=long_prompt, max_tokens=8)
     assert long.headers["x-sluice-model"] == LARGE and long.headers["x-sluice-route"] == "auto:long-prompt"
