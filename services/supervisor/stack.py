@@ -15,13 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.cli.protos import GEN_ROOT
 from services.common.settings import Settings
-from services.supervisor.envoy_config import render_envoy_config
+from services.control_plane.edge import EdgeControlPlane
+from services.supervisor.control import ControlError, ControlServer
+from services.supervisor.control import request as control_request
+from services.supervisor.envoy_config import render_envoy_yaml
 from services.supervisor.health import drain_envoy, envoy_ready, grpc_serving, http_ok
+from services.supervisor.orchestrators import OrchestratorSet, ScaleError
 from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
 from services.supervisor.replicas import replica_ports, replicas_ready, triton_replica_processes
 from services.supervisor.repository import render_repository
@@ -89,6 +94,12 @@ class Stack:
         self._stopping = threading.Event()
         self._restarts = Restarts(self.restart_policy, on_death=_clean_up_after)
         self._lock = threading.Lock()  # supervise() and stop() may run on different threads (tests)
+        # Scales run on one long-lived thread: a child's parent-death signal fires when the *thread* that started it
+        # exits, so a replica started from a short-lived request thread would be killed as soon as it answered.
+        self._state_lock = threading.Lock()
+        self._scaler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scale")
+        self.control: EdgeControlPlane | None = None  # Envoy's xDS control plane, in this process
+        self.orchestrators: OrchestratorSet | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -110,10 +121,20 @@ class Stack:
         descriptor = GEN_ROOT / "sluice.pb"
         if not descriptor.exists():
             raise StackError(f"{descriptor} is missing: run `make protos` (or `sluice protos`) first")
-        envoy_yaml = render_envoy_config(listen_port=s.http_port, admin_port=s.envoy_admin_port,
-                                         orchestrator_port=s.orchestrator_port, descriptor_path=descriptor,
-                                         out_path=s.run_dir / "envoy.yaml", otlp_target=s.otlp_target,
-                                         trace_sampling=s.trace_sample_rate)
+
+        def render_template() -> str:
+            return render_envoy_yaml(listen_port=s.http_port, admin_port=s.envoy_admin_port,
+                                     orchestrator_port=s.orchestrator_port, descriptor_path=descriptor,
+                                     otlp_target=s.otlp_target, trace_sampling=s.trace_sample_rate)
+
+        # Envoy's listeners, routes and clusters come over ADS from the control plane (which renders the template);
+        # its bootstrap names only the control plane. The orchestrator cluster's members are self.orchestrators.
+        self.control = EdgeControlPlane(render_template, host=s.host).start()
+        envoy_yaml = self.control.write_bootstrap(s.run_dir / "envoy.yaml")
+        self.orchestrators = OrchestratorSet(s, self.control, settings_env(s), self.log_dir, self.shutdown_grace,
+                                             adopt=self._adopt, drop=self._drop)
+        orchestrator = self.orchestrators.first().process
+        self.orchestrators.publish()
         envoy_bin = Path(sys.executable).parent / "envoy"
         # The OTLP receiver comes first so no span is lost; Triton always exports to it (it repairs Triton's traces
         # and forwards them when SLUICE_OTLP_ENDPOINT names another collector).
@@ -123,9 +144,6 @@ class Stack:
                                 self.log_dir / "safety.log", env=settings_env(s))
         retrieval = ManagedProcess("retrieval", [sys.executable, "-m", "services.retrieval.server"],
                                    self.log_dir / "retrieval.log", env=settings_env(s))
-        orchestrator = ManagedProcess(
-            "orchestrator", [sys.executable, "-m", "services.orchestrator.server", "--grace",
-                             str(self.shutdown_grace)], self.log_dir / "orchestrator.log", env=settings_env(s))
         envoy = ManagedProcess("envoy", [str(envoy_bin), "-c", str(envoy_yaml), "--disable-hot-restart",
                                          "--log-level", "warn", "--file-flush-interval-msec", "500"],
                                self.log_dir / "envoy.log")
@@ -159,13 +177,57 @@ class Stack:
         self._stopping.set()
         with self._lock:
             by_name = {p.name: p for p in self.processes}
-            envoy, orchestrator = by_name.get("envoy"), by_name.get("orchestrator")
+            envoy = by_name.get("envoy")
+            orchestrators = [r.process for r in self.orchestrators.replicas] if self.orchestrators else []
             if envoy is not None and envoy.alive():
                 drain_envoy(self.settings.host, self.settings.envoy_admin_port)
-            if orchestrator is not None:
+            for orchestrator in orchestrators:  # all at once: their in-flight streams share the one grace
+                if orchestrator.alive() and orchestrator.popen is not None:
+                    orchestrator.popen.send_signal(signal.SIGTERM)
+            for orchestrator in orchestrators:
                 self._stop_one(orchestrator, grace=self.shutdown_grace + 5)
             for process in reversed(self.processes):
                 self._stop_one(process, grace=10)
+        self._scaler.shutdown(wait=False)
+        if self.control is not None:
+            self.control.stop()
+
+    def _adopt(self, process: ManagedProcess) -> None:
+        with self._lock:
+            self.processes.append(process)
+
+    def _drop(self, process: ManagedProcess) -> None:
+        with self._lock:
+            self.processes.remove(process)
+
+    def scale(self, orchestrators: int | None = None, triton: int | None = None) -> dict[str, object]:
+        """`sluice scale`: change the number of orchestrator replicas while the stack serves (Envoy keeps running)."""
+        if triton is not None and triton != self.settings.triton_replicas:
+            raise ScaleError("changing the number of Triton replicas of a running stack is not supported yet: "
+                             "restart it with SLUICE_TRITON_REPLICAS set")
+        if self.orchestrators is None or self._stopping.is_set():
+            raise ScaleError("the stack is not running")
+        if orchestrators is not None:
+            try:
+                self._scaler.submit(self.orchestrators.scale_to, orchestrators).result()
+            finally:
+                self.write_state(ready=True)  # the replicas, for `sluice status` and `down`
+        return self.control_status()
+
+    def control_status(self) -> dict[str, object]:
+        return {"ok": True, "orchestrators": self.orchestrators.describe() if self.orchestrators else [],
+                "xds": self.control.status() if self.control else None}
+
+    def handle_control(self, request: dict[str, object]) -> dict[str, object]:
+        if request.get("op") == "status":
+            return self.control_status()
+        if request.get("op") == "scale":
+            counts = {key: request.get(key) for key in ("orchestrators", "triton")}
+            for key, value in counts.items():
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                    raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            return self.scale(**counts)  # type: ignore[arg-type]
+        raise ValueError(f"unknown request {request.get('op')!r}")
 
     @staticmethod
     def _stop_one(process: ManagedProcess, grace: float) -> None:
@@ -194,12 +256,14 @@ class Stack:
     def write_state(self, ready: bool) -> None:
         state = {"pid": os.getpid(), "ready": ready, "started": time.time(),
                  "endpoint": self.settings.public_base_url, "ports": self._ports(),
-                 "processes": self.pids(), "restarts": self.restart_counts}
+                 "processes": self.pids(), "restarts": self.restart_counts,
+                 "orchestrators": self.orchestrators.describe() if self.orchestrators else []}
         path = self.settings.run_dir / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(path)
+        with self._state_lock:  # the supervision loop and a scale may both write it
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(path)
 
 
 def _clean_up_after(process: ManagedProcess) -> None:
@@ -250,6 +314,7 @@ def run_foreground(settings: Settings) -> int:
     from services.orchestrator.tenancy.dev_key import ensure_dev_key
 
     key = ensure_dev_key(settings)  # before the stack says it is ready, so `up --detach` finds the key file
+    control = ControlServer(settings.run_dir, stack.handle_control).start()  # `sluice scale`, `sluice status`
     stack.write_state(ready=True)
     print(banner(settings, time.monotonic() - started, key), flush=True)
     exit_code = 0
@@ -263,6 +328,7 @@ def run_foreground(settings: Settings) -> int:
         if stack.pids() != pids:
             stack.write_state(ready=True)  # new pids and restart counts, for `sluice status` / `down`
     print("sluice: stopping...", flush=True)
+    control.stop()
     stack.stop()
     (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
     return exit_code
@@ -364,19 +430,24 @@ def status(settings: Settings | None = None, as_json: bool = False) -> int:
             print("sluice: not running (start it with `sluice up`)")
         return 3
     s = settings
+    orchestrators = state.get("orchestrators") or [{"name": "orchestrator", "port": s.orchestrator_port}]
     checks = {
         "telemetry": http_ok(f"{s.telemetry_url}/health"),
         **replicas_ready(s),
         "safety": grpc_serving(f"{s.host}:{s.safety_port}"),
         "retrieval": grpc_serving(s.retrieval_url),
-        "orchestrator": grpc_serving(f"{s.host}:{s.orchestrator_port}"),
+        **{r["name"]: grpc_serving(f"{s.host}:{r['port']}") for r in orchestrators},
         "envoy": envoy_ready(s.host, s.envoy_admin_port),
     }
+    try:  # what Envoy runs: the versions it acknowledged, from the supervisor's control plane
+        xds = control_request(s.run_dir, {"op": "status"}, timeout=5).get("xds")
+    except ControlError:
+        xds = None
     processes = {name: {"pid": (state.get("processes") or {}).get(name), "ready": healthy,
                         "restarts": (state.get("restarts") or {}).get(name, 0)} for name, healthy in checks.items()}
     if as_json:
         print(json.dumps({"running": True, "ready": all(checks.values()), "supervisor_pid": state["pid"],
-                          "endpoints": endpoints(settings), "processes": processes}, indent=2))
+                          "endpoints": endpoints(settings), "processes": processes, "xds": xds}, indent=2))
         return 0 if all(checks.values()) else 1
     print(f"sluice: running (supervisor pid {state['pid']}), {'ready' if all(checks.values()) else 'NOT READY'}")
     for name, where in endpoints(settings).items():
@@ -384,7 +455,32 @@ def status(settings: Settings | None = None, as_json: bool = False) -> int:
     for name, process in processes.items():
         print(f"  {name:<13} pid {process['pid']!s:<8} {'ready' if process['ready'] else 'NOT READY':<10} "
               f"restarts {process['restarts']}")
+    if xds:
+        print(f"  xDS control plane {xds['address']}: {len(xds['orchestrators'])} orchestrator endpoint(s)")
+        for node, acked in (xds["acked"] or {"(no Envoy connected)": {}}).items():
+            versions = ", ".join(f"{kind} {acked.get(kind, '-')}" + ("" if acked.get(kind) == v else f" (serving {v})")
+                                 for kind, v in xds["served"].items())
+            print(f"    Envoy {node} acknowledged: {versions}")
+        for rejection in xds["rejections"]:
+            print(f"    NACK: {rejection['type']} {rejection['version']}: {rejection['reason']}")
     return 0 if all(checks.values()) else 1
+
+
+def scale(orchestrators: int | None, triton: int | None, settings: Settings | None = None) -> int:
+    """`sluice scale`: ask the running supervisor to change its replica counts, and wait until it has."""
+    settings = settings or Settings.from_env()
+    if orchestrators is None and triton is None:
+        print("sluice: say what to scale: --orchestrators N and/or --triton N", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    try:
+        reply = control_request(settings.run_dir, {"op": "scale", "orchestrators": orchestrators, "triton": triton})
+    except ControlError as error:
+        print(f"sluice: {error}", file=sys.stderr)
+        return 1
+    names = ", ".join(f"{r['name']} (port {r['port']})" for r in reply["orchestrators"])
+    print(f"sluice: {len(reply['orchestrators'])} orchestrator(s) in {time.monotonic() - began:.1f} s: {names}")
+    return 0
 
 
 def main() -> None:
