@@ -24,11 +24,13 @@ _DONE = object()
 
 def sibling(prepared: PreparedGeneration, index: int) -> PreparedGeneration:
     """Choice `index` of a request: the same admitted plan and route; a seeded request gets seed + index, so the
-    choices differ as OpenAI's do and each is still reproducible."""
+    choices differ as OpenAI's do and each is still reproducible. Each sibling holds its own place in the
+    deployment's in-flight count (taken when it starts), so admission control sees n sequences, not one."""
     params = prepared.plan.params
     if params.seed is not None and index:
         params = dataclasses.replace(params, seed=params.seed + index)
-    return PreparedGeneration(dataclasses.replace(prepared.plan, params=params), route=prepared.route)
+    route = dataclasses.replace(prepared.route, reservation=None) if prepared.route is not None else None
+    return PreparedGeneration(dataclasses.replace(prepared.plan, params=params), route=route)
 
 
 async def merged(streams: list[Callable[[], AsyncIterator[Any]]]) -> AsyncIterator[tuple[int, Any]]:
