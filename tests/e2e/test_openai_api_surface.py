@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 
 import jsonschema
@@ -217,3 +218,24 @@ def test_tool_calls_with_generated_tools_the_model_never_saw_are_all_valid(clien
     result = evaluate(client, stack.model_name, make_cases(int(os.environ.get("SLUICE_TOOL_EVAL_CASES", "10"))))
     print(f"tool eval: {result.valid}/{result.cases} valid, {result.calls} calls, {result.seconds:.1f} s")
     assert result.valid == result.cases, result.failures
+
+
+def test_metadata_is_kept_with_the_usage_record_and_store_false_is_accepted(stack: Settings, tenant_keys) -> None:
+    from services.orchestrator.tenancy.usage import usage_rows_of
+
+    client = openai.OpenAI(base_url=stack.public_base_url, api_key=tenant_keys("tenant-metadata", "enterprise"),
+                           max_retries=0, timeout=60)
+    reply = client.chat.completions.create(model=stack.model_name, messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=4, metadata={"team": "search", "run": "7"}, store=False,
+                                           service_tier="auto")
+    assert reply.service_tier == "default"
+    deadline = time.monotonic() + 10  # usage rows are written off the request's path
+    rows = []
+    while not rows and time.monotonic() < deadline:
+        rows = usage_rows_of(stack.db_url, "tenant-metadata")
+        time.sleep(0.2)
+    assert [json.loads(row.request_metadata) for row in rows] == [{"team": "search", "run": "7"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=stack.model_name, messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=4, store=True)
+    assert (info.value.body["param"], info.value.body["code"]) == ("store", "unsupported_parameter")
