@@ -11,6 +11,7 @@ The template stays the single description of listeners, routes and clusters. Thi
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,8 @@ def bootstrap(rendered_template: str, *, node_id: str, control_plane_host: str, 
         "lds_config": _ADS_SOURCE,
     }
     document["static_resources"] = {"clusters": [{
-        "name": CONTROL_PLANE_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+        "name": CONTROL_PLANE_CLUSTER, "type": "STATIC" if _is_ip(control_plane_host) else "STRICT_DNS",
+        "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
@@ -120,6 +122,14 @@ def bootstrap(rendered_template: str, *, node_id: str, control_plane_host: str, 
             "address": {"socket_address": {"address": control_plane_host, "port_value": control_plane_port}}}}]}]},
     }]}
     return yaml.dump(document, Dumper=_PlainDumper, sort_keys=False)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -6,6 +6,7 @@ The template is the one source of truth for the proxy's shape; this module only 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import string
 import textwrap
@@ -79,6 +80,7 @@ def render_envoy_yaml(
     admin_port: int,
     orchestrator_port: int,
     descriptor_path: Path,
+    listen_address: str = "127.0.0.1",
     local_rps: int = 1000,
     max_request_bytes: int = 4 * 1024 * 1024,
     otlp_target: str = "127.0.0.1:4317",
@@ -98,6 +100,7 @@ def render_envoy_yaml(
     lua = LUA_PATH.read_text(encoding="utf-8")
     values = {
         "listen_port": _port("listen_port", listen_port),
+        "listen_address": json.dumps(str(ipaddress.ip_address(listen_address))),
         "admin_port": _port("admin_port", admin_port),
         "orchestrator_port": _port("orchestrator_port", orchestrator_port),
         # A JSON string is a valid YAML scalar: quoting survives spaces, colons and '#' in the path.
