@@ -34,6 +34,9 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         "torch_threads": str(settings.resolved_engine_threads),
         # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
         "execution_env": sys.prefix,
+        # The checkout that rendered the repository: a model imports its code from here, whatever checkout the
+        # environment's editable install points at.
+        "repo_root": str(REPO_ROOT),
         "kv_block_size": "16",
         "kv_cache_bytes": str(settings.kv_cache_mb * 1024 * 1024),
         "enable_kv_cache_reuse": "true",

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-from services.safety.categories import CLASSIFIER_CATEGORIES
-from services.safety.scoring import SafetyScorer
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
+        # Score with the checkout that rendered this repository (its committed head and scorer), not whichever
+        # checkout the environment's editable install points at.
+        repo_root = config["parameters"].get("repo_root", {}).get("string_value")
+        if repo_root and repo_root not in sys.path:
+            sys.path.insert(0, repo_root)
+        from services.safety.categories import CLASSIFIER_CATEGORIES
+        from services.safety.scoring import SafetyScorer
+
         declared = tuple(config["parameters"]["categories"]["string_value"].split(","))
         if declared != CLASSIFIER_CATEGORIES:
             raise ValueError(f"config categories {declared} differ from the scorer's {CLASSIFIER_CATEGORIES}")
+        self.width = len(CLASSIFIER_CATEGORIES)
         self.scorer = SafetyScorer()
         self.scorer.score(["warm-up"])
         self.family = pb_utils.MetricFamily(name="sluice_safety_classifier_texts_total", description="Texts scored",
@@ -37,7 +44,7 @@ class TritonPythonModel:
                 continue
             texts.extend(decoded)
             owners.extend([index] * len(decoded))
-        scores = self.scorer.score(texts) if texts else np.zeros((0, len(CLASSIFIER_CATEGORIES)), np.float32)
+        scores = self.scorer.score(texts) if texts else np.zeros((0, self.width), np.float32)
         self.texts.increment(len(texts))
         owner_array = np.asarray(owners)
         for index in range(len(requests)):
