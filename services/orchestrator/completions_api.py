@@ -5,9 +5,13 @@ completion (lifecycle checks, stages, generation, output guard)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from google.api import httpbody_pb2
 
 from services.common.errors import ApiError, invalid
@@ -20,14 +24,20 @@ from services.orchestrator.chat_request import (
     _integer,
     _number,
     _stop,
+    parse_json_body,
     parse_model,
     refuse_unsupported,
     unsupported,
 )
 from services.orchestrator.choices import ChoiceResult, total_usage
 from services.orchestrator.generate import Finished, PreparedGeneration, TextDelta
+from services.orchestrator.generation_api import GenerationApi
+from services.orchestrator.http_replies import error_response, json_body, last_user_text, request_id_of, send_headers
 from services.orchestrator.logprobs import TokenLogprobs, TokenTexts, completion_logprobs
 from services.orchestrator.sse_frames import sse
+from services.orchestrator.tenancy.metering import begin_request
+from services.orchestrator.tenancy.principal import current_principal
+from services.orchestrator.tools.runner import ToolRunEvent
 
 KNOWN_FIELDS = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed",
@@ -165,3 +175,54 @@ class CompletionsApi:
                         yield sse({**head, "choices": [], "usage": total_usage(finished).as_openai()})
                     yield sse("[DONE]")
                     return
+
+
+class CompletionsEndpoint(GenerationApi):
+    """POST /v1/completions, mixed into the OpenAI facade."""
+
+    catalog: ModelCatalog
+
+    async def Completions(self, request: httpbody_pb2.HttpBody,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        request_id = request_id_of(context)
+        meter = begin_request(self.metering, current_principal.get(), endpoint="completions", request_id=request_id)
+        meter.activate()
+        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
+        prepared: PreparedGeneration | None = None
+        chat: ChatRequest | None = None
+        try:
+            try:
+                chat, echo = parse_completion_request(parse_json_body(request.data), self.catalog)
+                meter.model, meter.user, meter.metadata = chat.model, chat.user, chat.metadata
+                chat, prepared, run = await self._admit(chat, meter, context, request_id)
+            except ApiError as error:
+                yield await self._refusal(error, meter, context, request_id, chat)
+                return
+            api = CompletionsApi(chat, echo, f"cmpl-{uuid.uuid4().hex}", int(time.time()))
+            events = self.choice_events(chat, prepared, run, request_id)
+            headers = meter.rate_limit_headers
+            if not chat.stream:
+                results = await self._collect(events, chat.n, run)
+                await send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+                yield json_body(api.complete(results, prepared))
+            else:
+                started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared,
+                                                            run)
+                if refusal is not None:
+                    yield refusal
+                    return
+                try:
+                    async for frame in api.stream(started, prepared):
+                        yield frame
+                except Exception as exc:
+                    yield sse(self._stream_failure(exc, meter, request_id).body())
+            if run.blocked_by_output is not None:
+                await meter.safety_blocked("output_guard", run.blocked_by_output, last_user_text(chat))
+        except ApiError as error:  # before anything was sent (a non-streamed answer)
+            meter.fail(error.status)
+            yield await error_response(context, request_id, error, meter.rate_limit_headers)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
+        finally:
+            await self._finish(events, prepared, meter)

@@ -1,18 +1,17 @@
 """The OpenAI-compatible facade: HttpBody JSON in, JSON or Server-Sent Events out (Envoy transcodes to HTTP).
 
-The HTTP status travels as the `x-http-status` response header, which Envoy's Lua filter turns into `:status`, so
-errors reach OpenAI SDKs in OpenAI's shape and status codes.
+One gRPC servicer for every route of protos/sluice/v1/openai.proto: models, embeddings and chat completions here;
+/v1/completions (completions_api.py) and /v1/responses (responses_api.py) are mixed in, on the generation path they
+share (generation_api.py). Replies and errors are built by http_replies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,21 +20,27 @@ from google.protobuf import empty_pb2
 from sluice.v1 import openai_pb2, openai_pb2_grpc
 
 from services.common.errors import ApiError, internal, model_not_found
-from services.common.telemetry import current_request
 from services.orchestrator.catalog import ModelCatalog
 from services.orchestrator.chat_request import ChatRequest, parse_chat_request, parse_json_body
-from services.orchestrator.choices import ChoiceResult, merged, sibling, total_usage
-from services.orchestrator.completions_api import CompletionsApi, parse_completion_request
+from services.orchestrator.choices import ChoiceResult, total_usage
+from services.orchestrator.completions_api import CompletionsEndpoint
 from services.orchestrator.conversations.store import ConversationStore
 from services.orchestrator.embeddings import EmbeddingsEndpoint
 from services.orchestrator.embeddings import model_card as embedding_model_card
 from services.orchestrator.generate import Finished, Generator, PreparedGeneration, TextDelta
+from services.orchestrator.http_replies import (  # request_id_of and error_response are also used by other APIs
+    error_response,
+    json_body,
+    last_user_text,
+    request_id_of,
+    send_headers,
+)
 from services.orchestrator.lifecycle import RequestLifecycle
 from services.orchestrator.logprobs import TokenLogprobs, TokenTexts, chat_content
 from services.orchestrator.model_list import visible_model, visible_models
 from services.orchestrator.pipeline.pipeline import ChatPipeline, PipelineRun, tenant_of
-from services.orchestrator.response_chain import ResponseChain, previous_not_found, response_id
-from services.orchestrator.responses_api import ResponsesApi, ResponsesRequest, parse_responses_request
+from services.orchestrator.response_chain import ResponseChain
+from services.orchestrator.responses_api import ResponsesEndpoint
 from services.orchestrator.size_bound import PromptSizeBound
 from services.orchestrator.sse_frames import ChunkFrames, sse
 from services.orchestrator.tenancy.metering import Metering, RequestMeter, begin_request
@@ -44,46 +49,12 @@ from services.orchestrator.tools.retrieve_tool import request_tenant
 from services.orchestrator.tools.runner import ToolCallsReady, ToolCallsRejected, ToolRunEvent, ToolRunner
 from services.retrieval.embedding_model import MODEL_NAME as EMBEDDING_MODEL
 
+__all__ = ["OpenAIFacade", "error_response", "request_id_of"]
+
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 
-
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and value:
-            return value
-    state = current_request.get()  # the id the telemetry interceptor gave a call that came without one
-    return state.request_id if state is not None else str(uuid.uuid4())
-
-
-def _last_user_text(chat: ChatRequest | None) -> str | None:
-    """What the audit log hashes for a safety event: the newest user turn."""
-    if chat is None:
-        return None
-    return next((m.content for m in reversed(chat.messages) if m.role == "user"), None)
-
-
-def _json_body(payload: dict[str, Any]) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type=JSON, data=json.dumps(payload, ensure_ascii=False).encode())
-
-
-async def _send_headers(context: grpc.aio.ServicerContext, request_id: str, status: int = 200,
-                        extra: dict[str, str] | None = None) -> None:
-    headers = {"x-request-id": request_id, "x-http-status": str(status), **(extra or {})}
-    await context.send_initial_metadata(tuple(headers.items()))
-
-
-async def error_response(context: grpc.aio.ServicerContext, request_id: str, error: ApiError,
-                         headers: dict[str, str] | None = None) -> httpbody_pb2.HttpBody:
-    extra = dict(headers or {})
-    if error.retry_after:
-        extra["retry-after"] = str(math.ceil(error.retry_after))
-    await _send_headers(context, request_id, error.status, extra)
-    return _json_body(error.body())
-
-
-class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
+class OpenAIFacade(CompletionsEndpoint, ResponsesEndpoint, openai_pb2_grpc.OpenAIServicer):
     def __init__(self, catalog: ModelCatalog, generator: Generator, tools: ToolRunner | None = None,
                  embeddings: EmbeddingsEndpoint | None = None, pipeline: ChatPipeline | None = None,
                  metering: Metering | None = None, lifecycle: RequestLifecycle | None = None,
@@ -112,9 +83,9 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             await meter.finish()
 
     async def ListModels(self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
-        await _send_headers(context, request_id_of(context))
+        await send_headers(context, request_id_of(context))
         models = visible_models(self.catalog, current_principal.get(), self._extra_models())
-        return _json_body({"object": "list", "data": models})
+        return json_body({"object": "list", "data": models})
 
     def _extra_models(self) -> list[dict[str, Any]]:
         return [embedding_model_card()] if self.embeddings is not None else []
@@ -126,8 +97,8 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             card = visible_model(self.catalog, current_principal.get(), request.model, self._extra_models())
         except ApiError as error:
             return await error_response(context, request_id, error)
-        await _send_headers(context, request_id)
-        return _json_body(card)
+        await send_headers(context, request_id)
+        return json_body(card)
 
     async def ChatCompletions(self, request: httpbody_pb2.HttpBody,
                               context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
@@ -151,7 +122,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 meter.fail(error.status)
                 if error.code == "content_policy_violation" and error.details:
                     await meter.safety_blocked("input_guard", error.details.get("categories", []),
-                                               _last_user_text(chat))
+                                               last_user_text(chat))
                 yield await error_response(context, request_id, error, await meter.headers())
                 return
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -165,7 +136,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
                 yield await self._complete(chat, prepared, completion_id, request_id, events, context, run, headers,
                                            meter)
             if run.blocked_by_output is not None:
-                await meter.safety_blocked("output_guard", run.blocked_by_output, _last_user_text(chat))
+                await meter.safety_blocked("output_guard", run.blocked_by_output, last_user_text(chat))
         except (asyncio.CancelledError, GeneratorExit):
             meter.cancelled = True  # the client went away: what was generated is still recorded
             raise
@@ -175,195 +146,6 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             if prepared is not None:
                 prepared.release()  # its in-flight place, when generation never started (quota, client gone)
             await meter.finish()
-
-    async def Completions(self, request: httpbody_pb2.HttpBody,
-                          context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        request_id = request_id_of(context)
-        meter = begin_request(self.metering, current_principal.get(), endpoint="completions", request_id=request_id)
-        meter.activate()
-        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
-        prepared: PreparedGeneration | None = None
-        try:
-            try:
-                chat, echo = parse_completion_request(parse_json_body(request.data), self.catalog)
-                meter.model, meter.user, meter.metadata = chat.model, chat.user, chat.metadata
-                chat, prepared, run = await self._admit(chat, meter, context, request_id)
-            except ApiError as error:
-                meter.fail(error.status)
-                yield await error_response(context, request_id, error, await meter.headers())
-                return
-            api = CompletionsApi(chat, echo, f"cmpl-{uuid.uuid4().hex}", int(time.time()))
-            events = self.choice_events(chat, prepared, run, request_id)
-            headers = meter.rate_limit_headers
-            if not chat.stream:
-                results = await self._collect(events, chat.n, run)
-                await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-                yield _json_body(api.complete(results, prepared))
-                return
-            started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared, run)
-            if refusal is not None:
-                yield refusal
-                return
-            try:
-                async for frame in api.stream(started, prepared):
-                    yield frame
-            except Exception as exc:
-                yield sse(self._stream_failure(exc, meter, request_id).body())
-        except ApiError as error:  # before anything was sent (a non-streamed answer)
-            meter.fail(error.status)
-            yield await error_response(context, request_id, error, meter.rate_limit_headers)
-        except (asyncio.CancelledError, GeneratorExit):
-            meter.cancelled = True
-            raise
-        finally:
-            await self._finish(events, prepared, meter)
-
-    async def Responses(self, request: httpbody_pb2.HttpBody,
-                        context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        request_id = request_id_of(context)
-        meter = begin_request(self.metering, current_principal.get(), endpoint="responses", request_id=request_id)
-        meter.activate()
-        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
-        prepared: PreparedGeneration | None = None
-        reserved: str | None = None  # the stored response's conversation, until the answer is written into it
-        try:
-            try:
-                body = parse_json_body(request.data)
-                tenant = tenant_of(context)
-                history: list[dict[str, Any]] = []
-                if body.get("previous_response_id") is not None:
-                    if self.chain is None or not isinstance(body["previous_response_id"], str):
-                        raise previous_not_found(str(body["previous_response_id"]))
-                    history = await asyncio.to_thread(self.chain.history, tenant, body["previous_response_id"])
-                parsed = parse_responses_request(body, history)
-                meter.model, meter.user, meter.metadata = parsed.chat.model, parsed.chat.user, parsed.chat.metadata
-                chat, prepared, run = await self._admit(parsed.chat, meter, context, request_id)
-            except ApiError as error:
-                meter.fail(error.status)
-                yield await error_response(context, request_id, error, await meter.headers())
-                return
-            api = ResponsesApi(parsed)
-            if self.chain is not None and parsed.store:
-                reserved = await asyncio.to_thread(self.chain.reserve, tenant, prepared.entry.name, chat.user)
-                api.response_id = response_id(reserved)
-            events = self.choice_events(chat, prepared, run, request_id)
-            headers = meter.rate_limit_headers
-            result = ChoiceResult()
-            if not chat.stream:
-                (result,) = await self._collect(events, 1, run)
-                await self._store_response(parsed, result, tenant, reserved)
-                reserved = None  # stored: kept
-                await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-                yield _json_body(api.complete(result, prepared.entry.name))
-                return
-            started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared, run)
-            if refusal is not None:
-                yield refusal
-                return
-            for frame in api.opening(prepared.entry.name):
-                yield frame
-            try:
-                async for frame in api.stream(started, prepared.entry.name, result):
-                    yield frame
-                await self._store_response(parsed, result, tenant, reserved)
-                reserved = None  # stored: kept
-                yield api.closing(result, prepared.entry.name)
-            except Exception as exc:
-                error = self._stream_failure(exc, meter, request_id)
-                yield api.event("error", {"code": error.code, "message": error.message, "param": error.param})
-        except ApiError as error:
-            meter.fail(error.status)
-            yield await error_response(context, request_id, error, meter.rate_limit_headers)
-        except (asyncio.CancelledError, GeneratorExit):
-            meter.cancelled = True
-            raise
-        finally:
-            if reserved is not None and self.chain is not None:  # no answer to store: the id never existed
-                await asyncio.to_thread(self.chain.forget, tenant, reserved)
-            await self._finish(events, prepared, meter)
-
-    async def _store_response(self, parsed: ResponsesRequest, result: ChoiceResult, tenant: str,
-                              reserved: str | None) -> None:
-        """Writes the history, the input and the answer into the response's reserved conversation."""
-        if reserved is None or self.chain is None:
-            return
-        usage = result.finished.usage
-        messages = [*parsed.history, *parsed.new_messages, ResponsesApi(parsed).answer_message(result)]
-        await asyncio.to_thread(self.chain.save, tenant, reserved, messages,
-                                (usage.prompt_tokens, usage.completion_tokens))
-
-    async def _admit(self, chat: ChatRequest, meter: RequestMeter, context: grpc.aio.ServicerContext,
-                     request_id: str) -> tuple[ChatRequest, PreparedGeneration, PipelineRun]:
-        tenant = tenant_of(context)
-        request_tenant.set(tenant)  # server tools (e.g. `retrieve`) act as this tenant
-        admitted = await self.lifecycle.admit(chat, meter, self.tools, tenant=tenant, request_id=request_id)
-        return admitted.chat, admitted.prepared, admitted.run
-
-    async def _collect(self, events: AsyncIterator[tuple[int, ToolRunEvent]], n: int,
-                       run: PipelineRun) -> list[ChoiceResult]:
-        """Every choice's events, for a non-streamed answer. Raises ApiError (a failure becomes the answer)."""
-        results = [ChoiceResult() for _ in range(n)]
-        try:
-            async for index, event in events:
-                results[index].take(event)
-                if isinstance(event, Finished):
-                    run.finished(event.reason, event.categories)
-        except ApiError:
-            raise
-        except Exception:
-            log.exception("request failed")
-            raise internal() from None
-        return results
-
-    async def _start_stream(self, events: AsyncIterator[tuple[int, ToolRunEvent]],
-                            context: grpc.aio.ServicerContext, request_id: str, headers: dict[str, str],
-                            meter: RequestMeter, prepared: PreparedGeneration, run: PipelineRun,
-                            ) -> tuple[AsyncIterator[tuple[int, ToolRunEvent]], httpbody_pb2.HttpBody | None]:
-        """Waits for the first event before committing to a 200: a failure before any token is an HTTP error
-        (returned as the refusal to send). Otherwise the headers go out and the events continue from the first."""
-        try:
-            first = await anext(events)
-        except Exception as exc:
-            error = exc if isinstance(exc, ApiError) else internal()
-            if not isinstance(exc, ApiError):
-                log.exception("request %s failed before its first token", request_id)
-            meter.fail(error.status)
-            return events, await error_response(context, request_id, error, headers)
-        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
-
-        async def resumed() -> AsyncIterator[tuple[int, ToolRunEvent]]:
-            yield first
-            async for item in events:
-                yield item
-
-        return resumed(), None
-
-    @staticmethod
-    def _stream_failure(exc: Exception, meter: RequestMeter, request_id: str) -> ApiError:
-        """The error to report for a failure mid-stream (written as an SSE frame by the caller)."""
-        error = exc if isinstance(exc, ApiError) else internal()
-        if not isinstance(exc, ApiError):
-            log.error("request %s failed mid-stream", request_id, exc_info=exc)
-        meter.fail(error.status)
-        return error
-
-    @staticmethod
-    async def _finish(events: AsyncIterator[Any] | None, prepared: PreparedGeneration | None,
-                      meter: RequestMeter) -> None:
-        if events is not None:
-            await events.aclose()  # stops generation and drains the engine's last tokens into the account
-        if prepared is not None:
-            prepared.release()
-        await meter.finish()
-
-    def choice_events(self, chat: ChatRequest, prepared: PreparedGeneration, run: PipelineRun,
-                      request_id: str) -> AsyncIterator[tuple[int, ToolRunEvent]]:
-        """The request's `n` choices, each generation wrapped by the output guard, as (index, event)."""
-        def choice(index: int) -> Callable[[], AsyncIterator[ToolRunEvent]]:
-            generation = prepared if index == 0 else sibling(prepared, index)
-            return lambda: self.pipeline.guard(self.tools.run(chat, generation, request_id), run, generation)
-
-        return merged([choice(index) for index in range(chat.n)])
 
     async def _complete(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
                         events: AsyncIterator[tuple[int, ToolRunEvent]], context: grpc.aio.ServicerContext,
@@ -381,7 +163,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             log.exception("request %s failed", request_id)
             meter.fail(500)
             return await error_response(context, request_id, internal(), headers)
-        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+        await send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
         texts = TokenTexts.of(prepared.tokenizer) if chat.logprobs else None
         choices = []
         for index, result in enumerate(results):
@@ -406,7 +188,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             payload["server_tool_calls"] = server_tool_calls  # extension: what the orchestrator ran (server_tools)
         if run.citations is not None:
             payload["citations"] = run.citations  # extension: the passages the retrieve stage put in the prompt
-        return _json_body(payload)
+        return json_body(payload)
 
     async def _stream(self, chat: ChatRequest, prepared: PreparedGeneration, completion_id: str, request_id: str,
                       events: AsyncIterator[tuple[int, ToolRunEvent]], context: grpc.aio.ServicerContext,
@@ -424,7 +206,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
             meter.fail(500)
             yield await error_response(context, request_id, internal(), headers)
             return
-        await _send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+        await send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
         # the public model that served it: known now (a fallback before the first token changes it)
         frames = ChunkFrames(completion_id, int(time.time()), prepared.entry.name, chat.include_usage)
         chunk = frames.chunk

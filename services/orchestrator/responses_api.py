@@ -6,6 +6,7 @@ response.completed), each an SSE frame with its `event:` line and a `sequence_nu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -13,16 +14,29 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import orjson
 from google.api import httpbody_pb2
 
 from services.common.errors import ApiError, invalid
-from services.orchestrator.chat_request import ChatRequest, parse_chat_request, refuse_unsupported, unsupported
+from services.orchestrator.chat_request import (
+    ChatRequest,
+    parse_chat_request,
+    parse_json_body,
+    refuse_unsupported,
+    unsupported,
+)
 from services.orchestrator.choices import ChoiceResult
-from services.orchestrator.generate import Finished, TextDelta, Usage
+from services.orchestrator.generate import Finished, PreparedGeneration, TextDelta, Usage
+from services.orchestrator.generation_api import GenerationApi
+from services.orchestrator.http_replies import error_response, json_body, last_user_text, request_id_of, send_headers
+from services.orchestrator.pipeline.pipeline import tenant_of
+from services.orchestrator.response_chain import ResponseChain, previous_not_found, response_id
 from services.orchestrator.sse_frames import SSE
+from services.orchestrator.tenancy.metering import begin_request
+from services.orchestrator.tenancy.principal import current_principal
 from services.orchestrator.tools.parser import ToolCall
-from services.orchestrator.tools.runner import ToolCallsReady
+from services.orchestrator.tools.runner import ToolCallsReady, ToolRunEvent
 
 KNOWN_FIELDS = {
     "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream", "tools", "tool_choice",
@@ -298,3 +312,86 @@ class ResponsesApi:
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return self.event(kind, {"response": self.response(model, status, self.output(result),
                                                            result.finished.usage, incomplete)})
+
+
+class ResponsesEndpoint(GenerationApi):
+    """POST /v1/responses, mixed into the OpenAI facade; `chain` keeps responses for previous_response_id."""
+
+    chain: ResponseChain | None
+
+    async def Responses(self, request: httpbody_pb2.HttpBody,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        request_id = request_id_of(context)
+        meter = begin_request(self.metering, current_principal.get(), endpoint="responses", request_id=request_id)
+        meter.activate()
+        events: AsyncIterator[tuple[int, ToolRunEvent]] | None = None
+        prepared: PreparedGeneration | None = None
+        reserved: str | None = None  # the stored response's conversation, until the answer is written into it
+        parsed: ResponsesRequest | None = None
+        try:
+            try:
+                body = parse_json_body(request.data)
+                tenant = tenant_of(context)
+                history: list[dict[str, Any]] = []
+                if body.get("previous_response_id") is not None:
+                    if self.chain is None or not isinstance(body["previous_response_id"], str):
+                        raise previous_not_found(str(body["previous_response_id"]))
+                    history = await asyncio.to_thread(self.chain.history, tenant, body["previous_response_id"])
+                parsed = parse_responses_request(body, history)
+                meter.model, meter.user, meter.metadata = parsed.chat.model, parsed.chat.user, parsed.chat.metadata
+                chat, prepared, run = await self._admit(parsed.chat, meter, context, request_id)
+            except ApiError as error:
+                yield await self._refusal(error, meter, context, request_id, parsed.chat if parsed else None)
+                return
+            api = ResponsesApi(parsed)
+            if self.chain is not None and parsed.store:
+                reserved = await asyncio.to_thread(self.chain.reserve, tenant, prepared.entry.name, chat.user)
+                api.response_id = response_id(reserved)
+            events = self.choice_events(chat, prepared, run, request_id)
+            headers = meter.rate_limit_headers
+            result = ChoiceResult()
+            if not chat.stream:
+                (result,) = await self._collect(events, 1, run)
+                await self._store_response(parsed, result, tenant, reserved)
+                reserved = None  # stored: kept
+                await send_headers(context, request_id, extra={**headers, **prepared.headers(), **run.headers()})
+                yield json_body(api.complete(result, prepared.entry.name))
+            else:
+                started, refusal = await self._start_stream(events, context, request_id, headers, meter, prepared,
+                                                            run)
+                if refusal is not None:
+                    yield refusal
+                    return
+                for frame in api.opening(prepared.entry.name):
+                    yield frame
+                try:
+                    async for frame in api.stream(started, prepared.entry.name, result):
+                        yield frame
+                    await self._store_response(parsed, result, tenant, reserved)
+                    reserved = None  # stored: kept
+                    yield api.closing(result, prepared.entry.name)
+                except Exception as exc:
+                    error = self._stream_failure(exc, meter, request_id)
+                    yield api.event("error", {"code": error.code, "message": error.message, "param": error.param})
+            if run.blocked_by_output is not None:
+                await meter.safety_blocked("output_guard", run.blocked_by_output, last_user_text(chat))
+        except ApiError as error:
+            meter.fail(error.status)
+            yield await error_response(context, request_id, error, meter.rate_limit_headers)
+        except (asyncio.CancelledError, GeneratorExit):
+            meter.cancelled = True
+            raise
+        finally:
+            if reserved is not None and self.chain is not None:  # no answer to store: the id never existed
+                await asyncio.to_thread(self.chain.forget, tenant, reserved)
+            await self._finish(events, prepared, meter)
+
+    async def _store_response(self, parsed: ResponsesRequest, result: ChoiceResult, tenant: str,
+                              reserved: str | None) -> None:
+        """Writes the history, the input and the answer into the response's reserved conversation."""
+        if reserved is None or self.chain is None:
+            return
+        usage = result.finished.usage
+        messages = [*parsed.history, *parsed.new_messages, ResponsesApi(parsed).answer_message(result)]
+        await asyncio.to_thread(self.chain.save, tenant, reserved, messages,
+                                (usage.prompt_tokens, usage.completion_tokens))
