@@ -55,6 +55,9 @@ class Settings:
     # SLUICE_TRITON_REPLICAS: tritonservers `sluice up` runs from the one model repository; replica i listens on the
     # three Triton ports + i·TRITON_REPLICA_PORT_STEP, and the orchestrator routes LLM requests across them.
     triton_replicas: int = 1
+    # SLUICE_TRITON_URLS: host:port,... of the Triton replicas' gRPC endpoints when they run elsewhere (Kubernetes: the
+    # StatefulSet's stable pod names); empty: the local replicas on `host` at the ports above.
+    triton_urls: tuple[str, ...] = ()
     kv_cache_mb: int = 256  # SLUICE_KV_CACHE_MB: the CPU engine's KV-cache pool per LLM slot and replica
     # SLUICE_ENGINE_THREADS: the most intra-op threads (torch/OpenMP) a CPU engine step uses; 0: one per core. Steps
     # computing fewer than 32 tokens always run on one thread (engine.EngineConfig.parallel_min_tokens).
@@ -95,6 +98,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.triton_replicas < 1:
             raise ValueError(f"triton_replicas must be at least 1, got {self.triton_replicas}")
+        if self.triton_urls and len(self.triton_urls) != self.triton_replicas:
+            raise ValueError(f"SLUICE_TRITON_URLS names {len(self.triton_urls)} replicas but triton_replicas is "
+                             f"{self.triton_replicas}")
         if self.engine_threads < 0:
             raise ValueError(f"engine_threads must not be negative, got {self.engine_threads}")
         if self.kv_cache_mb < 1:
@@ -127,6 +133,7 @@ class Settings:
             "triton_grpc_port": _env_int("SLUICE_TRITON_GRPC_PORT", base.triton_grpc_port),
             "triton_metrics_port": _env_int("SLUICE_TRITON_METRICS_PORT", base.triton_metrics_port),
             "triton_replicas": _env_int("SLUICE_TRITON_REPLICAS", base.triton_replicas),
+            "triton_urls": tuple(u.strip() for u in os.environ.get("SLUICE_TRITON_URLS", "").split(",") if u.strip()),
             "kv_cache_mb": _env_int("SLUICE_KV_CACHE_MB", base.kv_cache_mb),
             "engine_threads": _env_int("SLUICE_ENGINE_THREADS", base.engine_threads),
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
@@ -175,7 +182,7 @@ class Settings:
 
     @property
     def triton_grpc_url(self) -> str:
-        return f"{self.host}:{self.triton_grpc_port}"
+        return self.triton_urls[0] if self.triton_urls else f"{self.host}:{self.triton_grpc_port}"
 
     def triton_replica_ports(self, index: int) -> tuple[int, int, int]:
         """Replica `index`'s (HTTP, gRPC, metrics) ports; replica 0 uses the configured Triton ports."""
@@ -191,6 +198,8 @@ class Settings:
     @property
     def triton_grpc_urls(self) -> list[str]:
         """Every Triton replica's gRPC endpoint, replica 0 first."""
+        if self.triton_urls:
+            return list(self.triton_urls)
         return [f"{self.host}:{self.triton_replica_ports(i)[1]}" for i in range(self.triton_replicas)]
 
     @property
