@@ -26,7 +26,9 @@ def main() -> None:
     b.add_argument("--no-compile", action="store_true")
     b.add_argument("--corpus", choices=["v1", "v2"], default="v1",
                    help="v2: the platform's prompt formats (served.py) plus v1 replay")
-    b.add_argument("--init-from", type=Path, default=None, help="continue from this checkpoint and its tokenizer")
+    b.add_argument("--init-from", type=Path, default=None, help="continue from this checkpoint and its tokenizer "
+                   "(built first with the v1 recipe for --base-minutes when it does not exist)")
+    b.add_argument("--base-minutes", type=float, default=37.5, help="v1 base build budget (see --init-from)")
     b.add_argument("--seq-len", type=int, default=256)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--warmup", type=int, default=150)
@@ -52,6 +54,9 @@ def main() -> None:
             a.json.write_text(json.dumps(results, indent=2) + "\n")
         return
     if a.cmd == "build":
+        if a.init_from is not None and not (a.init_from / "model.safetensors").exists():
+            print(f"building the base model into {a.init_from} (v1 recipe, {a.base_minutes} min)", flush=True)
+            train(TrainConfig(out=a.init_from, minutes=a.base_minutes, seed=a.seed, compile=not a.no_compile))
         stats = train(TrainConfig(out=a.out, minutes=a.minutes, seed=a.seed, n_examples=a.examples,
                                   hidden_size=a.hidden, num_layers=a.layers, intermediate_size=a.ffn,
                                   batch_size=a.batch, lr=a.lr, compile=not a.no_compile, corpus=a.corpus,
