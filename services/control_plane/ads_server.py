@@ -25,6 +25,7 @@ log = logging.getLogger("sluice.control_plane")
 
 _UPDATE = object()  # a queue event: the store's configuration changed
 _END = object()  # a queue event: Envoy closed its side of the stream
+_UNKNOWN_NODE = "unknown"  # until the first request names the node
 # Types answered with only the names Envoy asked for; listeners and clusters are always sent whole (wildcard).
 _NAMED_TYPES = {xds_api.ENDPOINT_TYPE, xds_api.ROUTE_TYPE}
 
@@ -34,14 +35,17 @@ class _Stream:
 
     def __init__(self, store: ConfigStore, nonces: Iterator[int]) -> None:
         self.store = store
-        self.node = "unknown"
+        self.node = _UNKNOWN_NODE
         self.nonces = nonces
         self.names: dict[str, tuple[str, ...]] = {}  # type URL -> names asked for (empty: all)
         self.sent: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # type URL -> (version, nonce, names) sent
 
     def on_request(self, request: xds_api.DiscoveryRequest) -> list[xds_api.DiscoveryResponse]:
-        if request.node.id:
+        if request.node.id and request.node.id != self.node:
+            if self.node != _UNKNOWN_NODE:
+                self.store.disconnected(self.node)
             self.node = request.node.id
+            self.store.connected(self.node)
         type_url = request.type_url
         sent = self.sent.get(type_url)
         if request.response_nonce:
@@ -112,7 +116,8 @@ class AggregatedDiscovery(xds_api.AggregatedDiscoveryServiceServicer):
                 yield from (stream.on_update() if event is _UPDATE else stream.on_request(event))
         finally:
             self.store.unsubscribe(token)
-            self.store.forget(stream.node)
+            if stream.node != _UNKNOWN_NODE:
+                self.store.disconnected(stream.node)
             log.info("Envoy %s disconnected from ADS", stream.node)
 
 

@@ -51,6 +51,7 @@ class ConfigStore:
         self._last_good: dict[str, tuple[str, Resources]] = {}  # the last version some Envoy ACKed, per type
         self._acked: dict[str, dict[str, str]] = {}  # node id -> type URL -> version it ACKed
         self._listeners: dict[int, Callable[[], None]] = {}
+        self._streams: dict[str, int] = {}  # node id -> open ADS streams
         self.rejections: list[Rejection] = []
 
     # -- what is served -------------------------------------------------------------------------------------------
@@ -124,8 +125,16 @@ class ConfigStore:
         with self._changed:
             return self._changed.wait_for(done, timeout)
 
-    def forget(self, node: str) -> None:
-        """An Envoy disconnected: it no longer counts for wait_for_ack."""
+    def connected(self, node: str) -> None:
         with self._changed:
-            self._acked.pop(node, None)
+            self._streams[node] = self._streams.get(node, 0) + 1
+
+    def disconnected(self, node: str) -> None:
+        """One of an Envoy's ADS streams ended; once it has none (a reconnect opens the next one first, or not at all)
+        it no longer counts for wait_for_ack."""
+        with self._changed:
+            self._streams[node] = self._streams.get(node, 1) - 1
+            if self._streams[node] <= 0:
+                del self._streams[node]
+                self._acked.pop(node, None)
             self._changed.notify_all()

@@ -139,3 +139,19 @@ def test_endpoint_slices_map_to_endpoints() -> None:
     assert endpoints_from_slices(slices, port_name="metrics")[0] == Endpoint("10.1.0.1", 9464)
     fqdn = V1EndpointSlice(metadata=V1ObjectMeta(name="x"), address_type="FQDN", endpoints=[], ports=[])
     assert endpoints_from_slices([fqdn]) == []
+
+
+def test_an_envoy_counts_until_its_last_stream_ends(template: str) -> None:
+    store = ConfigStore()
+    store.publish(edge_resources(template, [Endpoint("127.0.0.1", 1)]))
+    old, new = _Stream(store, iter(range(1, 100))), _Stream(store, iter(range(100, 200)))
+    for stream in (old, new):  # a reconnect: the new stream opens before the old one is torn down
+        request = _request(xds_api.CLUSTER_TYPE)
+        request.node.id = "edge-1"
+        (response,) = stream.on_request(request)
+        stream.on_request(_request(xds_api.CLUSTER_TYPE, response.nonce, response.version_info))
+    store.disconnected("edge-1")
+    version = store.versions()[xds_api.CLUSTER_TYPE]
+    assert store.wait_for_ack(xds_api.CLUSTER_TYPE, version, 0.1)  # still connected through the new stream
+    store.disconnected("edge-1")
+    assert store.acked() == {} and not store.wait_for_ack(xds_api.CLUSTER_TYPE, version, 0.1)
