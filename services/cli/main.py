@@ -240,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     stack_status = sub.add_parser("status", help="the running stack's endpoints, key file, processes and health")
     stack_status.add_argument("--json", action="store_true", help="print JSON instead of lines")
     stack_status.set_defaults(func=_cmd_status)
-    scale = sub.add_parser("scale", help="change the number of orchestrator replicas of a running stack (Envoy keeps "
-                           "running: new replicas join once healthy, removed ones drain first)")
+    scale = sub.add_parser("scale", help="change the number of orchestrator or Triton replicas of a running stack "
+                           "(Envoy keeps running: new replicas join once healthy, removed ones drain first)")
     scale.add_argument("--orchestrators", type=int, default=None, metavar="N", help="orchestrator replicas")
     scale.add_argument("--triton", type=int, default=None, metavar="N",
-                       help="Triton replicas (a running stack keeps the number it started with, for now)")
+                       help="Triton replicas (the orchestrators are rolled onto the new set; replica 0 stays)")
     scale.set_defaults(func=_cmd_scale)
 
     trace = sub.add_parser("trace", help="print a request's trace as a waterfall (from the local OTLP receiver)")

@@ -109,8 +109,18 @@ class OrchestratorSet:
         log.info("%s serving on %s after %.1f s; Envoy %s", process.name, target, time.monotonic() - began,
                  "sends it requests" if applied else "has not acknowledged it yet")
 
-    def _remove(self) -> None:
-        replica = self.replicas.pop()  # the newest: replica 0 keeps the configured ports
+    def roll(self, env_changes: dict[str, str], timeout: float = 120.0) -> None:
+        """Replace every replica by one started with `env_changes` (e.g. a new set of Triton replicas): each new one
+        joins before an old one drains, so capacity never drops and no request is cut."""
+        self.env = self.env | env_changes
+        for old in list(self.replicas):
+            self._add(timeout)
+            self._remove(old)
+
+    def _remove(self, replica: OrchestratorReplica | None = None) -> None:
+        """Drain and stop `replica` (default: the newest, so replica 0 keeps the configured ports)."""
+        replica = replica or self.replicas[-1]
+        self.replicas.remove(replica)
         self.publish()
         if not self.control.wait_until_applied(ENVOY_APPLY_TIMEOUT):
             log.warning("Envoy did not acknowledge the endpoints without %s in %.0f s; stopping it anyway",

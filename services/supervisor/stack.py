@@ -25,14 +25,15 @@ from services.control_plane.edge import EdgeControlPlane
 from services.supervisor.control import ControlError, ControlServer
 from services.supervisor.control import request as control_request
 from services.supervisor.envoy_config import render_envoy_yaml
-from services.supervisor.health import drain_envoy, envoy_ready, grpc_serving, http_ok
+from services.supervisor.health import drain_envoy, envoy_ready, grpc_serving, http_ok, triton_ready
 from services.supervisor.orchestrators import OrchestratorSet, ScaleError
 from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
+from services.supervisor.replicas import replica_name as triton_replica_name
 from services.supervisor.replicas import replica_ports, replicas_ready, triton_replica_processes
 from services.supervisor.repository import render_repository
 from services.supervisor.restarts import RestartPolicy, Restarts
 from services.supervisor.stubs import reap_stubs
-from services.supervisor.triton import prepare_backends
+from services.supervisor.triton import prepare_backends, triton_command, triton_env
 
 STATE_FILE = "stack.json"
 READY_TIMEOUT = 180.0
@@ -201,18 +202,48 @@ class Stack:
             self.processes.remove(process)
 
     def scale(self, orchestrators: int | None = None, triton: int | None = None) -> dict[str, object]:
-        """`sluice scale`: change the number of orchestrator replicas while the stack serves (Envoy keeps running)."""
-        if triton is not None and triton != self.settings.triton_replicas:
-            raise ScaleError("changing the number of Triton replicas of a running stack is not supported yet: "
-                             "restart it with SLUICE_TRITON_REPLICAS set")
+        """`sluice scale`: change the number of orchestrator and Triton replicas while the stack serves (Envoy keeps
+        running)."""
         if self.orchestrators is None or self._stopping.is_set():
             raise ScaleError("the stack is not running")
-        if orchestrators is not None:
-            try:
+        try:
+            if triton is not None and triton != self.settings.triton_replicas:
+                self._scaler.submit(self._scale_triton, triton).result()
+            if orchestrators is not None:
                 self._scaler.submit(self.orchestrators.scale_to, orchestrators).result()
-            finally:
-                self.write_state(ready=True)  # the replicas, for `sluice status` and `down`
+        finally:
+            self.write_state(ready=True)  # the replicas, for `sluice status` and `down`
         return self.control_status()
+
+    def _scale_triton(self, count: int) -> None:
+        """Orchestrators route across the Triton replicas they were started with, so they are rolled (a new one
+        joins Envoy's endpoints before an old one drains) onto the new set: after the new Triton replicas are ready
+        when growing, before the surplus ones stop when shrinking (Triton finishes in-flight requests on SIGTERM).
+        Safety and retrieval keep their start-up list and fail over between the replicas on it; replica 0 stays."""
+        current = self.settings.triton_replicas
+        grown = self.settings.replace(triton_replicas=count)
+        for index in range(current, count):
+            replica = grown.triton_replica(index)
+            for what, port in zip(("HTTP", "gRPC", "metrics"), grown.triton_replica_ports(index), strict=True):
+                check_port_free(grown.host, port, f"Triton replica {index} {what}")
+            name = triton_replica_name(index)
+            process = ManagedProcess(name, triton_command(replica, self.settings.run_dir / "model_repository",
+                                                          self.settings.run_dir / "triton_backends"),
+                                     self.log_dir / f"{name}.log", env=triton_env())
+            process.start()
+            if not wait_until(lambda r=replica: triton_ready(r.host, r.triton_http_port), READY_TIMEOUT,
+                              abort=lambda p=process: not p.alive()):
+                tail = process.log_tail()
+                process.stop(grace=10)
+                raise ScaleError(f"{name} did not become ready; last lines of {process.log_path}:\n{tail}")
+            self._adopt(process)
+        self.settings = grown
+        self.orchestrators.settings = grown
+        self.orchestrators.roll({"SLUICE_TRITON_REPLICAS": str(count)})
+        surplus = [p for p in self.processes if p.name in {triton_replica_name(i) for i in range(count, current)}]
+        for process in surplus:
+            self._drop(process)
+            self._stop_one(process, grace=35)
 
     def control_status(self) -> dict[str, object]:
         return {"ok": True, "orchestrators": self.orchestrators.describe() if self.orchestrators else [],
@@ -257,7 +288,8 @@ class Stack:
         state = {"pid": os.getpid(), "ready": ready, "started": time.time(),
                  "endpoint": self.settings.public_base_url, "ports": self._ports(),
                  "processes": self.pids(), "restarts": self.restart_counts,
-                 "orchestrators": self.orchestrators.describe() if self.orchestrators else []}
+                 "orchestrators": self.orchestrators.describe() if self.orchestrators else [],
+                 "triton_replicas": self.settings.triton_replicas}
         path = self.settings.run_dir / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._state_lock:  # the supervision loop and a scale may both write it
@@ -429,7 +461,7 @@ def status(settings: Settings | None = None, as_json: bool = False) -> int:
         else:
             print("sluice: not running (start it with `sluice up`)")
         return 3
-    s = settings
+    s = settings.replace(triton_replicas=state.get("triton_replicas") or settings.triton_replicas)
     orchestrators = state.get("orchestrators") or [{"name": "orchestrator", "port": s.orchestrator_port}]
     checks = {
         "telemetry": http_ok(f"{s.telemetry_url}/health"),

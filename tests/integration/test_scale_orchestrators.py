@@ -1,6 +1,7 @@
-"""`sluice scale` on a running stack: 6 clients stream while the orchestrators go 1 -> 2 -> 1. No request fails,
-Envoy's /clusters lists two orchestrator endpoints in between (and the new one takes requests), and Envoy is the
-same process before and after: only its xDS configuration changed."""
+"""`sluice scale` on a running stack: 6 clients stream while the orchestrators go 1 -> 2 -> 1, then Triton 1 -> 2 -> 1.
+No request fails, Envoy's /clusters lists two orchestrator endpoints in between (and the new one takes requests), the
+new Triton replica serves LLM requests, and Envoy is the same process before and after: only its xDS configuration
+changed."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def _orchestrator_hosts(admin: str) -> dict[str, int]:
             next((int(s.get("value", 0)) for s in h["stats"] if s["name"] == "rq_total"), 0) for h in members}
 
 
+def _replica_up(host: str, metrics_port: int) -> dict[str, float]:
+    """The orchestrator's view of the Triton replicas: replica -> 1 while routable (its Prometheus gauge)."""
+    text = httpx.get(f"http://{host}:{metrics_port}/metrics", timeout=5).text
+    return {line.split('replica="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("sluice_triton_replica_up{")}
+
+
 def _envoy_pid(run_dir: Path) -> int:
     return json.loads((run_dir / STATE_FILE).read_text())["processes"]["envoy"]
 
@@ -88,6 +96,24 @@ def test_scale_orchestrators_up_and_down_under_load(tmp_path: Path, capsys: pyte
         time.sleep(3)
         assert scale(orchestrators=1, triton=None, settings=settings) == 0
         assert list(_orchestrator_hosts(admin)) == [f"{settings.host}:{settings.orchestrator_port}"]
+        # Triton 1 -> 2 -> 1: the orchestrator is rolled onto each new replica set, still without a failed request.
+        triton_began = time.monotonic()
+        assert scale(orchestrators=None, triton=2, settings=settings) == 0
+        triton_scaled = time.monotonic() - triton_began
+        replica_1 = f"{settings.host}:{settings.triton_replica_ports(1)[1]}"
+        (orchestrator,) = json.loads((tmp_path / STATE_FILE).read_text())["orchestrators"]
+        assert orchestrator["port"] != settings.orchestrator_port  # rolled: a new process on the new replica set
+        # The rolled orchestrator routes across both replicas: replica 1 is known to it and routable.
+        deadline = time.monotonic() + 10
+        while _replica_up(settings.host, orchestrator["metrics_port"]).get(replica_1) != 1.0:
+            assert time.monotonic() < deadline, _replica_up(settings.host, orchestrator["metrics_port"])
+            time.sleep(0.2)
+        capsys.readouterr()
+        assert status(settings, as_json=True) == 0
+        assert json.loads(capsys.readouterr().out)["processes"]["triton-1"]["ready"]
+        assert scale(orchestrators=None, triton=1, settings=settings) == 0
+        assert "triton-1" not in json.loads((tmp_path / STATE_FILE).read_text())["processes"]
+        assert len(_orchestrator_hosts(admin)) == 1
         time.sleep(2)
         stop.set()
         for thread in threads:
@@ -100,5 +126,5 @@ def test_scale_orchestrators_up_and_down_under_load(tmp_path: Path, capsys: pyte
     assert [f for c in clients for f in c.failures] == []
     with capsys.disabled():
         print(f"\nscale 1 -> 2: the new orchestrator took its first request {taking_traffic:.2f} s after "
-              "`sluice scale`; "
+              f"`sluice scale`; Triton 1 -> 2 took {triton_scaled:.1f} s (replica ready, orchestrator rolled); "
               f"requests completed per client: {[c.done for c in clients]}")
