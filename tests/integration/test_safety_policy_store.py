@@ -58,12 +58,12 @@ ACME = SafetyPolicy(id="acme", thresholds={"toxicity": 0.95}, actions={"pii.emai
 def test_migration_0003_creates_and_drops_the_table(db_url: str, engine: Engine) -> None:
     migrate(db_url, "0002")
     assert not inspect(engine).has_table("safety_policies")
-    migrate(db_url)
+    migrate(db_url, "0003")
     assert current_revision(db_url) == "0003"
     columns = {c["name"]: c for c in inspect(engine).get_columns("safety_policies")}
     assert set(columns) == {"tenant_id", "policy", "updated_at", "updated_by"}
     assert inspect(engine).get_pk_constraint("safety_policies")["constrained_columns"] == ["tenant_id"]
-    migrate(db_url)  # idempotent
+    migrate(db_url, "0003")  # idempotent
     from alembic import command
 
     from services.orchestrator.migrations import alembic_config

@@ -112,7 +112,8 @@ def test_retention_purges_only_old_rows_of_tenants_that_set_one(engine) -> None:
         for tenant in ("short", "forever"):
             row = _usage(tenant, "u", 1, 1).row(at=old)
             connection.execute(UsageRow.__table__.insert().values(
-                {c.name: getattr(row, c.name) for c in UsageRow.__table__.columns}))
+                {c.name: getattr(row, UsageRow.__mapper__.get_property_by_column(c).key)
+                 for c in UsageRow.__table__.columns}))
     log.write(_usage("short", "u", 2, 2))  # recent: kept
     report = purge_expired(engine)
     assert report["short"]["usage_records"] == 1 and "forever" not in report
