@@ -226,32 +226,28 @@ class TritonLLM:
 _END = object()
 
 
+def _outputs_of_type(response, datatype: str, dtype: type, contents_field: str) -> dict[str, np.ndarray]:
+    raw = response.raw_output_contents
+    found: dict[str, np.ndarray] = {}
+    for index, output in enumerate(response.outputs):
+        if output.datatype == datatype:
+            if index < len(raw):
+                found[output.name] = np.frombuffer(raw[index], dtype=dtype)
+            elif values := getattr(output.contents, contents_field):
+                found[output.name] = np.asarray(values, dtype=dtype)
+    return found
+
+
 def int32_outputs(response) -> dict[str, np.ndarray]:
     """The INT32 outputs of one ModelInferResponse, flattened, read straight from its raw contents: one response
     arrives per generated token, and tritonclient's `as_numpy` costs ~20 us per tensor (it looks each name up and
     maps the datatype by string comparisons). Other datatypes and non-raw contents are left out."""
-    raw = response.raw_output_contents
-    found: dict[str, np.ndarray] = {}
-    for index, output in enumerate(response.outputs):
-        if output.datatype == "INT32":
-            if index < len(raw):
-                found[output.name] = np.frombuffer(raw[index], dtype=np.int32)
-            elif output.contents.int_contents:
-                found[output.name] = np.asarray(output.contents.int_contents, dtype=np.int32)
-    return found
+    return _outputs_of_type(response, "INT32", np.int32, "int_contents")
 
 
 def fp32_outputs(response) -> dict[str, np.ndarray]:
     """The FP32 outputs of one response (log-probs), flattened, as `int32_outputs` reads the INT32 ones."""
-    raw = response.raw_output_contents
-    found: dict[str, np.ndarray] = {}
-    for index, output in enumerate(response.outputs):
-        if output.datatype == "FP32":
-            if index < len(raw):
-                found[output.name] = np.frombuffer(raw[index], dtype=np.float32)
-            elif output.contents.fp32_contents:
-                found[output.name] = np.asarray(output.contents.fp32_contents, dtype=np.float32)
-    return found
+    return _outputs_of_type(response, "FP32", np.float32, "fp32_contents")
 
 
 async def _pump(responses, inbox: asyncio.Queue) -> None:
