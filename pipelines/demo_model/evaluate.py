@@ -150,15 +150,18 @@ def evaluate(dm: DemoModel, n: int = 100, skills: list[str] | None = None) -> di
 
 def run_eval(path: Path, n: int = 100) -> dict[str, Any]:
     torch.set_num_threads(1)  # decode steps are tiny; one thread is faster than two contending ones
+    from pipelines.demo_model.evaluate_served import evaluate as evaluate_served
+
     dm = DemoModel.load(path)
     results = evaluate(dm, n)
-    print(f"{'skill':<20}{'accuracy':>10}{'ended':>8}")
-    for k, v in results.items():
-        print(f"{k:<20}{v['accuracy']:>10.1%}{v['ended_with_end_token']:>8.0%}")
+    served = evaluate_served(dm, n)  # the platform's prompt formats (served.py), held out
+    print(f"{'skill':<24}{'accuracy':>10}{'ended':>8}")
+    for k, v in (results | served).items():
+        print(f"{k:<24}{v['accuracy']:>10.1%}{v['ended_with_end_token']:>8.0%}")
     stats_path = path / "train_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.name != "eval.json")
-    report = {"heldout_accuracy": results,
+    report = {"heldout_accuracy": results, "served_format_heldout_accuracy": served,
               "train_minutes": round(stats.get("train_seconds", 0) / 60, 1),
               "tokens_seen": stats.get("tokens_seen"), "assistant_tokens_seen": stats.get("assistant_tokens_seen"),
               "tokens_per_second": stats.get("tokens_per_second"), "steps": stats.get("steps"),
