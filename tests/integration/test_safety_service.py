@@ -92,7 +92,7 @@ def test_frozen_unseen_set_through_the_triton_classifier(stack: Settings) -> Non
     from services.safety.frozen_eval import run, score
 
     async def both() -> tuple[dict, dict]:
-        served, rules = TritonClassifier(stack.triton_grpc_url), LocalClassifier("rules")
+        served, rules = TritonClassifier(stack.triton_grpc_url, timeout_s=60.0), LocalClassifier("rules")
         try:
             return score(*await run(served)), score(*await run(rules))
         finally:
