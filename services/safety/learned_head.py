@@ -6,7 +6,12 @@ Why not the sentence embeddings: a full MiniLM forward pass over 1,000 character
 (~25 ms in int8), far over the input check's 10 ms budget, and the output guard classifies a window every ~12
 tokens. The head reads MiniLM's (frozen) input embeddings, so synonyms land near each other, and a width-3
 convolution sees short phrases ("kill the process" vs "kill the neighbour"); max and mean pooling over the text make
-it length-independent. One text costs ~1 ms of numpy, and a batch is one set of matrix products.
+it length-independent.
+
+The convolution is linear in the embeddings, so each of its three taps is folded into the vocabulary once at load
+time (`fold_taps`: [WIDTH, V, H], 47 MB): scoring a text is then a gather and two additions per token instead of a
+[T, 3D] × [3D, H] product — about 0.1 ms for 256 characters, which matters because the output guard scores a
+window every few dozen characters of every stream. `head_logits` is the unfolded reference (and training's twin).
 
 Scores are calibrated so each category's threshold (chosen on the training data's validation split) lands on the
 policy's default threshold for that category: a policy that keeps the defaults gets the chosen operating point.
@@ -68,6 +73,28 @@ def head_logits(weights: HeadWeights, token_vectors: list[np.ndarray]) -> np.nda
     return z @ weights.out + weights.out_bias
 
 
+def fold_taps(weights: HeadWeights, embeddings: np.ndarray) -> np.ndarray:
+    """[WIDTH, V, H]: tap i's contribution of each vocabulary entry (tap 0 reads the left neighbour, 1 the token,
+    2 the right neighbour; `windows` lays the taps out in that order)."""
+    dim = embeddings.shape[1]
+    return np.stack([embeddings @ weights.conv[i * dim:(i + 1) * dim] for i in range(WIDTH)])
+
+
+def folded_logits(weights: HeadWeights, taps: np.ndarray, token_ids: list[np.ndarray]) -> np.ndarray:
+    """`head_logits` computed from folded taps: per text its token ids [T] → logits [N, C]."""
+    hidden = taps.shape[2]
+    pooled = np.empty((len(token_ids), 2 * hidden), dtype=np.float32)
+    for row, ids in enumerate(token_ids):
+        h = taps[1, ids] + weights.conv_bias
+        h[1:] += taps[0, ids[:-1]]
+        h[:-1] += taps[2, ids[1:]]
+        h = gelu(h)
+        pooled[row, :hidden] = h.max(axis=0)
+        pooled[row, hidden:] = h.mean(axis=0)
+    z = gelu(pooled @ weights.hidden + weights.hidden_bias)
+    return z @ weights.out + weights.out_bias
+
+
 def calibrate(probabilities: np.ndarray, chosen: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Monotone piecewise-linear map per column sending `chosen` to `targets` (and 0 → 0, 1 → 1)."""
     below = probabilities * (targets / chosen)
@@ -87,6 +114,7 @@ class LearnedSafetyHead:
         tensors = load_file(str(head_dir / "head.safetensors"))
         self.weights = HeadWeights(**{name: tensors[name].astype(np.float32) for name in HeadWeights.__slots__})
         self._load_inputs(embedding_dir)
+        self.taps = fold_taps(self.weights, self.embeddings)
 
     def _load_inputs(self, embedding_dir: Path) -> None:
         """MiniLM's WordPiece tokenizer and its input token embeddings (the only tensor read from its weights)."""
@@ -103,8 +131,8 @@ class LearnedSafetyHead:
         """[N, C] uncalibrated probabilities (what the thresholds in head.json refer to)."""
         if not texts:
             return np.zeros((0, len(self.categories)), dtype=np.float32)
-        vectors = [self.embeddings[np.asarray(ids, dtype=np.intp)] for ids in self.token_ids(texts)]
-        logits = head_logits(self.weights, vectors)
+        ids = [np.asarray(i, dtype=np.intp) for i in self.token_ids(texts)]
+        logits = folded_logits(self.weights, self.taps, ids)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
     def scores(self, texts: list[str], policy_thresholds: np.ndarray) -> np.ndarray:
