@@ -314,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--all-peers", action="store_true",
                      help="with --quick: run the peers for every model, not only the demo checkpoint")
     eng.set_defaults(func=_cmd_bench_engine)
-    from services.bench import abuse_cli, cost_cli, overload_cli, peers_cli, serve_cli, soak_cli
+    from services.bench import abuse_cli, cost_cli, overload_cli, peers_cli, recovery_cli, serve_cli, soak_cli
 
     serve_cli.register(bench_sub)  # bench serve: load generator, goodput, platform overhead
     soak_cli.register(bench_sub)  # bench soak: saturation for minutes, memory growth, usage vs tokens streamed
     overload_cli.register(bench_sub)  # bench overload: admission control on vs off at 2x the saturating load
+    recovery_cli.register(bench_sub)  # bench recovery: an overload, then moderate load: refused after it ends?
     cost_cli.register(bench_sub)  # bench cost: CPU ms per streamed token for every stack process
     abuse_cli.register(bench_sub)  # bench abuse: a hostile free tenant against an enterprise tenant's latency
     peers_cli.register(bench_sub)  # bench peers: vLLM's OpenAI server, Triton direct and the stack side by side
