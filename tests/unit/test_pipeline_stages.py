@@ -90,6 +90,8 @@ GENERATE = {"stage": "generate"}
     ([{**RETRIEVE, "options": {"screen_passages": True}}, GENERATE], "input guard"),
     ([{**RETRIEVE, "options": {"token_budget": -1}}, GENERATE], "positive integer"),
     ([{**RETRIEVE, "options": {"rerank": True}}, GENERATE], "unknown option"),
+    ([GENERATE, {**GUARD, "stage": "output_guard", "options": {"load_tiers": "8:0"}}], "load_tiers"),
+    ([GENERATE, {**GUARD, "stage": "output_guard", "options": {"load_tiers": 8}}], "load_tiers"),
 ])
 def test_invalid_stage_files_are_rejected(stages: list, message: str) -> None:
     with pytest.raises(StageConfigError, match=message):
@@ -460,6 +462,33 @@ def test_text_runs_ahead_of_the_classifier_by_at_most_the_bound() -> None:
     assert released == "".join(words)
     assert 0 < most_ahead <= 24  # it did run ahead, and never further than allowed
     assert len(safety.chunks) < len(words) / 2  # classified per window, not per token
+
+
+def test_under_load_windows_and_the_bound_scale_by_the_load_tier() -> None:
+    guard = OutputGuard(Stage(_spec("output_guard", release_ahead_chars=24, window_chars=16, load_tiers="2:2,4:4")),
+                        FakeSafety())
+    sizes = []
+    for open_answers in (0, 2, 3, 4, 5):
+        guard.open_answers = open_answers
+        sizes.append(guard.sizes())
+    assert sizes == [(16, 24), (16, 24), (32, 48), (32, 48), (64, 96)]
+
+
+def test_an_answer_counts_as_open_while_it_is_moderated() -> None:
+    safety = FakeSafety(verdict_delay_s=0.001)
+    guard = OutputGuard(Stage(_spec("output_guard", release_ahead_chars=24, window_chars=16, load_tiers="0:2")),
+                        safety)
+
+    async def go() -> list[int]:
+        seen = []
+        async for _ in guard.guard(_events(*(f"w{i} " for i in range(30))), tenant="default", request_id="r",
+                                   prompt_tokens=lambda: 10, degraded=[]):
+            seen.append(guard.open_answers)
+        return seen
+
+    seen = asyncio.run(go())
+    assert set(seen) == {1} and guard.open_answers == 0
+    assert max(len(chunk) for chunk in safety.chunks) > 16  # the answer used the doubled window (one answer open > 0)
 
 
 def test_output_guard_stop_ends_with_content_filter() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from engine.streaming import StreamInterval
 from services.common.settings import Settings
 
 STAGE_ORDER = ("input_guard", "retrieve", "generate", "output_guard")
@@ -26,8 +27,9 @@ STAGE_TARGETS = {"input_guard": {"safety"}, "retrieve": {"retrieval"}, "output_g
 STAGE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "input_guard": {},
     "retrieve": {"token_budget": int, "max_top_k": int, "screen_passages": bool},
-    # characters released before the classifier's verdict on them (0: none), and the window it classifies
-    "output_guard": {"release_ahead_chars": int, "window_chars": int},
+    # characters released before the classifier's verdict on them (0: none), the window it classifies, and how both
+    # grow with the answers being moderated ("8:2,32:4")
+    "output_guard": {"release_ahead_chars": int, "window_chars": int, "load_tiers": str},
 }
 _ZERO_ALLOWED = {"release_ahead_chars"}
 _STAGE_KEYS = {"stage", "target", "timeout_ms", "failure", "breaker", "options"}
@@ -175,4 +177,9 @@ def _options(name: str, raw: Any, where: str) -> dict[str, Any]:
             raise StageConfigError(f"{where}: option {key!r} must be a "
                                    f"{'positive integer' if least else 'non-negative integer'}"
                                    if expected is int else f"{where}: option {key!r} must be a {expected.__name__}")
+        if key == "load_tiers":
+            try:
+                StreamInterval.parse(value)
+            except ValueError as exc:
+                raise StageConfigError(f"{where}: option 'load_tiers': {exc}") from None
     return dict(raw)

@@ -13,8 +13,12 @@ before the classifier's verdict on them has arrived; when the stream gets that f
 verdict. A STOP verdict ends the answer with finish_reason "content_filter" (what was sent stays sent). With
 `release_ahead_chars: 0` nothing is released before it has been classified (smaller windows, lumpier streams). At
 the end of the answer, every window's verdict is awaited before the held-back tail and the finish go out.
-Non-text events (tool calls) pass through unchanged. Token log-probs (TokenLogprobs) spell the text they belong to, so
-they are held until that text is released, and withheld for good once the guard has redacted anything.
+Under load, windows are larger (stage option `load_tiers`, e.g. "8:2,32:4": an answer that starts while more than 8
+answers are being moderated uses windows and a release-ahead bound twice the configured ones; above 32, four times):
+each window costs the safety service and the classifier a fixed amount, whatever its length. An answer keeps the
+sizes it started with, so its bound is known when it starts.
+Non-text events (tool calls) pass through unchanged. Token log-probs (TokenLogprobs) spell the text they belong to,
+so they are held until that text is released, and withheld for good once the guard has redacted anything.
 
 Fail closed: a failure before any text was released raises a 503 ApiError (the facade answers with an HTTP error);
 after that, the same error becomes an SSE error frame. Fail open: the rest of the answer passes with the rules
@@ -33,6 +37,7 @@ from typing import Any
 import grpc
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
+from engine.streaming import StreamInterval
 from services.common.metrics import record_safety
 from services.common.telemetry import outgoing_metadata
 from services.orchestrator.generate import Finished, TextDelta, Usage
@@ -183,6 +188,13 @@ class OutputGuard:
         self.stub = stub
         self.release_ahead = int(stage.spec.options.get("release_ahead_chars", DEFAULT_RELEASE_AHEAD_CHARS))
         self.window_chars = int(stage.spec.options.get("window_chars", DEFAULT_WINDOW_CHARS))
+        self.load_tiers = StreamInterval.parse(str(stage.spec.options.get("load_tiers", "")))
+        self.open_answers = 0  # answers being moderated now
+
+    def sizes(self) -> tuple[int, int]:
+        """(window_chars, release_ahead_chars) for an answer starting now, scaled by the load tier."""
+        scale = self.load_tiers.at(self.open_answers)
+        return self.window_chars * scale, self.release_ahead * scale
 
     async def guard(self, events: AsyncIterator[Any], *, tenant: str, request_id: str, prompt_tokens: Callable[[], int],
                     degraded: list[str], on_redact: Callable[[], None] | None = None) -> AsyncIterator[Any]:
@@ -247,12 +259,12 @@ class OutputGuard:
                 ready += step.text
                 unsent += step.text
                 windows.check()
-                if unsent and (final or len(unsent) >= self.window_chars or self.release_ahead == 0
-                               or (len(unsent) >= self.window_chars // 2 and _SENTENCE_END.search(unsent))):
+                if unsent and (final or len(unsent) >= window_chars or release_ahead == 0
+                               or (len(unsent) >= window_chars // 2 and _SENTENCE_END.search(unsent))):
                     await windows.send(unsent)
                     unsent = ""
                 # released + ready is what the client will have seen; at most `release_ahead` of it unclassified
-                limit = windows.sent if final else released + len(ready) - self.release_ahead
+                limit = windows.sent if final else released + len(ready) - release_ahead
                 if windows.answered < limit:
                     if unsent:
                         await windows.send(unsent)
@@ -264,6 +276,8 @@ class OutputGuard:
                     ready += text
             return windows is None or windows.stop is None
 
+        self.open_answers += 1
+        window_chars, release_ahead = self.sizes()
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -304,6 +318,7 @@ class OutputGuard:
                 else:
                     yield event
         finally:
+            self.open_answers -= 1
             if windows is not None:
                 windows.cancel()
             aclose = getattr(events, "aclose", None)
