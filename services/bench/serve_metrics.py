@@ -41,6 +41,7 @@ class RequestRecord:
     text: str = ""  # the reply (multi-turn workloads send it back); never written to the results
     http_status: int | None = None  # http target: the response status (503 when admission control shed it)
     retry_after_s: float | None = None  # http target: the Retry-After header of a refused request
+    finish_reason: str | None = None  # "stop", "length", "content_filter" (the output guard stopped it), ...
 
     @property
     def ok(self) -> bool:

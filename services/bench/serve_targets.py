@@ -71,6 +71,7 @@ class HttpTarget:
                 if event.get("usage"):
                     record.output_tokens = int(event["usage"]["completion_tokens"])
                 for choice in event.get("choices") or ():
+                    record.finish_reason = choice.get("finish_reason") or record.finish_reason
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         record.chunk_times.append(now)
@@ -106,6 +107,8 @@ class GrpcTarget:
                     parts.append(event.delta.content)
                 elif kind == "finish":
                     record.output_tokens = event.finish.usage.completion_tokens
+                    record.finish_reason = chat_pb2.FinishReason.Name(event.finish.reason).removeprefix(
+                        "FINISH_REASON_").lower()
         except grpc.aio.AioRpcError as exc:
             record.error = f"gRPC {exc.code().name}: {(exc.details() or '')[:160]}"
             return

@@ -121,13 +121,16 @@ def usage_check(records: list[RequestRecord], rows: list, engine_tokens: float |
     streamed = sum(r.output_tokens for r in ok)
     recorded_ok = sum(row.completion_tokens for row in ok_rows)
     recorded_all = sum(row.completion_tokens for row in rows)
-    short = sum(1 for r in ok if r.output_tokens != r.expected_tokens)  # asked for exactly expected_tokens
+    # Asked for exactly expected_tokens; an answer the output guard stopped is short by design, and counted apart.
+    filtered = sum(1 for r in ok if r.finish_reason == "content_filter")
+    short = sum(1 for r in ok if r.output_tokens != r.expected_tokens and r.finish_reason != "content_filter")
     return {
         "requests_sent": len(records), "usage_records": len(rows), "ok_requests": len(ok), "ok_records": len(ok_rows),
         "client_streamed_tokens": streamed, "usage_completion_tokens_ok": recorded_ok,
         "usage_completion_tokens_all": recorded_all,
         "engine_output_tokens": None if engine_tokens is None else int(engine_tokens),
         "requests_with_unexpected_length": short,
+        "stopped_by_output_guard": filtered,
         "records_match_requests": len(rows) == len(records),
         "usage_matches_client": recorded_ok == streamed and len(ok_rows) == len(ok),
         "usage_matches_engine": engine_tokens is not None and recorded_all == int(engine_tokens),

@@ -35,3 +35,14 @@ class TokenAccount:
 
 
 current_account: ContextVar[TokenAccount | None] = ContextVar("sluice_token_account", default=None)
+
+
+@dataclass(slots=True)
+class StreamTokens:
+    """What the engine produced for one answer stream (one choice), drained tokens included: set by whoever needs
+    that count (the output guard, to report on an answer it stopped) and added to by every generation round."""
+    completion_tokens: int = 0
+
+
+# Each choice of a request streams in its own task (and so its own context): the holder is per answer, not shared.
+current_stream_tokens: ContextVar[StreamTokens | None] = ContextVar("sluice_stream_tokens", default=None)

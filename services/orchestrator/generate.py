@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from engine.tokenizer import ChatTemplateError, ChatTokenizer, IncrementalDetokenizer
 from services.common.errors import ApiError, invalid
-from services.orchestrator.accounting import current_account
+from services.orchestrator.accounting import current_account, current_stream_tokens
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
 from services.orchestrator.logprobs import TokenLogprobs
@@ -352,6 +352,8 @@ class Generator:
         finally:
             await tokens.aclose()  # stops the Triton request if it is still running and drains its last tokens
             usage.completion_tokens = tally.received  # what the engine produced, drained tokens included
+            if (stream_tokens := current_stream_tokens.get()) is not None:
+                stream_tokens.completion_tokens += tally.received
             if account is not None:
                 deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
                 account.add_round(prompt=len(prepared.prompt_ids), completion=tally.received,

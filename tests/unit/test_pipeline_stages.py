@@ -17,6 +17,7 @@ from sluice.v1 import retrieval_pb2, safety_pb2
 from services.common.circuit_breaker import BreakerState
 from services.common.errors import ApiError
 from services.common.settings import REPO_ROOT, Settings
+from services.orchestrator.accounting import current_stream_tokens
 from services.orchestrator.chat_request import ChatMessage, ChatRequest, RetrievalOptions, parse_chat_request
 from services.orchestrator.generate import Finished, GenerationPlan, PreparedGeneration, TextDelta, Usage
 from services.orchestrator.logprobs import TokenLogprobs
@@ -499,6 +500,32 @@ def test_output_guard_stop_ends_with_content_filter() -> None:
     released = "".join(_texts(events))
     assert released.startswith("Sure. ")
     assert len(released) <= len("Sure. bad") + 48  # the answer stopped within the bound after the unsafe word
+
+
+def test_a_stopped_answer_reports_the_tokens_drained_after_the_stop() -> None:
+    """The engine keeps generating until the stop reaches it; those tokens are billed (the usage record counts
+    them), so the usage the client is told counts them too."""
+    produced: list[int] = []
+
+    async def generation(*texts: str) -> AsyncIterator[TextDelta | Finished]:
+        sent = 0
+        try:
+            for text in texts:
+                sent += 1
+                yield TextDelta(text, 1)
+            yield Finished("stop", Usage(10, sent))
+        finally:  # what Generator._generate does: the last tokens are drained into this answer's count
+            produced.append(sent + 3)
+            if (stream_tokens := current_stream_tokens.get()) is not None:
+                stream_tokens.completion_tokens += sent + 3
+
+    safety = FakeSafety(stop_on="bad", verdict_delay_s=0.002)
+    words = ["Sure. ", "bad ", *(f"more{i} " for i in range(40))]
+    events = _collect(OutputGuard(Stage(_spec("output_guard", release_ahead_chars=24)), safety), generation(*words))
+    finished = events[-1]
+    assert finished.reason == "content_filter"
+    assert produced[0] < len(words)  # the answer did stop early
+    assert finished.usage.completion_tokens == produced[0]  # the drained tokens are in it
 
 
 def test_with_no_release_ahead_nothing_unclassified_is_released() -> None:

@@ -40,6 +40,7 @@ from sluice.v1 import safety_pb2, safety_pb2_grpc
 from engine.streaming import StreamInterval
 from services.common.metrics import record_safety
 from services.common.telemetry import outgoing_metadata
+from services.orchestrator.accounting import StreamTokens, current_stream_tokens
 from services.orchestrator.generate import Finished, TextDelta, Usage
 from services.orchestrator.logprobs import TokenLogprobs
 from services.orchestrator.pipeline.input_guard import policy_id_for
@@ -276,6 +277,17 @@ class OutputGuard:
                     ready += text
             return windows is None or windows.stop is None
 
+        async def drained(generation: AsyncIterator[Any]) -> Usage:
+            """Stops the generation (its last tokens are drained into the request's account) and reports what the
+            engine produced, as the usage record will: the client is told what it is billed for."""
+            aclose = getattr(generation, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            return Usage(prompt_tokens(), max(completion_tokens, produced.completion_tokens))
+
+        produced = StreamTokens()  # every round of this answer adds what the engine produced, drained tokens too
+        current_stream_tokens.set(produced)  # this answer's task context only (each choice streams in its own)
+
         self.open_answers += 1
         window_chars, release_ahead = self.sizes()
         try:
@@ -287,7 +299,7 @@ class OutputGuard:
                         continue
                     fed += len(event.text)
                     if not await moderate(event.text, final=False):
-                        yield stopped()
+                        yield stopped(await drained(events))
                         return
                     if ready:
                         released += len(ready)
