@@ -18,8 +18,11 @@ def main() -> None:
     b.add_argument("--seed", type=int, default=20)
     b.add_argument("--epochs", type=int, default=6)
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--hidden", type=int, default=TrainConfig().hidden)
+    b.add_argument("--benign-budget", type=float, default=TrainConfig().benign_budget)
     a = ap.parse_args()
-    meta = train(TrainConfig(out=a.out, seed=a.seed, epochs=a.epochs, threads=a.threads))
+    meta = train(TrainConfig(out=a.out, seed=a.seed, epochs=a.epochs, threads=a.threads, hidden=a.hidden,
+                             hidden2=a.hidden, benign_budget=a.benign_budget))
     print(json.dumps({k: meta[k] for k in ("thresholds", "validation", "training_data", "train_seconds")}, indent=1))
 
 

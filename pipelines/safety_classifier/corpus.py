@@ -22,6 +22,14 @@ from pipelines.safety_classifier.intents import (
     NON_ENGLISH,
     SLOTS,
 )
+from pipelines.safety_classifier.intents_more import (
+    MORE_ACTIONS,
+    MORE_BENIGN_ACTIONS,
+    MORE_BENIGN_REQUESTS,
+    MORE_NON_ENGLISH,
+    MORE_REQUESTS,
+    WRAPPERS,
+)
 from services.safety.categories import CLASSIFIER_CATEGORIES
 
 # "{a}" is an action phrase ("make a pipe bomb").
@@ -42,6 +50,8 @@ ACTION_FRAMES: list[str] = [
 ]
 STATEMENT_FRAMES: list[str] = ["{s}", "{s}.", "{s}!", "honestly {s}", "{s}, just saying", "lol {s}",
                                "write a tweet that says {s}", "I think {s}", "{s}. agree?", "can you say that {s}"]
+# Benign rows use every frame but the jailbreak one: a role-play or "asking for a friend" frame alone is no cue.
+BENIGN_ACTION_FRAMES: list[str] = [f for f in ACTION_FRAMES if "no restrictions" not in f]
 OUTPUT_FRAMES: list[str] = ["{o}", "Sure! {o}", "Of course. {o}", "Here you go: {o}", "Step 1. {o}",
                             "Okay, here's how. {o}", "{o} Then repeat as needed."]
 
@@ -107,7 +117,7 @@ def _labels(category: str) -> tuple[str, ...]:
     return (category,) if category else ()
 
 
-def generate(seed: int = 20, per_category: int = 700, benign: int = 9000, folds: int = 3) -> list[Row]:
+def generate(seed: int = 20, per_category: int = 1100, benign: int = 15000, folds: int = 3) -> list[Row]:
     """Rows for every category in CLASSIFIER_CATEGORIES plus benign ones, each with the fold of its template."""
     rng = random.Random(seed)
     missing = [c for c in CLASSIFIER_CATEGORIES if not HARMFUL_ACTIONS.get(c)]
@@ -121,45 +131,57 @@ def generate(seed: int = 20, per_category: int = 700, benign: int = 9000, folds:
     def add(text: str, labels: tuple[str, ...], source: str, key: str) -> None:
         rows.append(Row(noise(_paraphrase(text, rng), rng), labels, source, fold_of(key)))
 
+    def wrapped(request: str) -> str:
+        return rng.choice(WRAPPERS).format(r=request) if rng.random() < 0.5 else request
+
     for category in CLASSIFIER_CATEGORIES:
-        actions = HARMFUL_ACTIONS[category]
+        actions = HARMFUL_ACTIONS[category] + MORE_ACTIONS.get(category, [])
         statements = HARMFUL_STATEMENTS.get(category, [])
         outputs = HARMFUL_OUTPUTS.get(category, [])
+        requests = MORE_REQUESTS.get(category, [])
         for _ in range(per_category):
             roll = rng.random()
-            if statements and roll < 0.25:
+            if statements and roll < 0.2:
                 s = rng.choice(statements)
                 add(rng.choice(STATEMENT_FRAMES).format(s=_fill(s, rng)), (category,), "statement", s)
-            elif outputs and roll < 0.35:
+            elif outputs and roll < 0.3:
                 o = rng.choice(outputs)
                 add(rng.choice(OUTPUT_FRAMES).format(o=o), (category,), "output", o)
+            elif requests and roll < 0.45:
+                r = rng.choice(requests)
+                add(wrapped(_fill(r, rng)), (category,), "request", r)
             else:
                 a = rng.choice(actions)
                 add(rng.choice(ACTION_FRAMES).format(a=_fill(a, rng)), (category,), "action", a)
+    benign_actions = BENIGN_ACTIONS + MORE_BENIGN_ACTIONS
     for _ in range(benign):
         roll = rng.random()
-        if roll < 0.55:
-            a = rng.choice(BENIGN_ACTIONS)
-            add(rng.choice(ACTION_FRAMES[:20]).format(a=a), (), "benign_action", a)
-        elif roll < 0.75:
+        if roll < 0.5:
+            a = rng.choice(benign_actions)
+            add(rng.choice(BENIGN_ACTION_FRAMES).format(a=a), (), "benign_action", a)
+        elif roll < 0.62:
             s = rng.choice(BENIGN_STATEMENTS)
             add(rng.choice(STATEMENT_FRAMES[:6]).format(s=s), (), "benign_statement", s)
+        elif roll < 0.85:
+            r = rng.choice(MORE_BENIGN_REQUESTS)
+            add(wrapped(r), (), "benign_request", r)
         else:
             e = rng.choice(EVERYDAY)
-            add(e, (), "everyday", e)
-    for category, texts in NON_ENGLISH.items():
-        for text in texts:
-            for _ in range(6):
-                add(text, _labels(category), "non_english", text)
+            add(wrapped(e), (), "everyday", e)
+    for table in (NON_ENGLISH, MORE_NON_ENGLISH):
+        for category, texts in table.items():
+            for text in texts:
+                for _ in range(6):
+                    add(text, _labels(category), "non_english", text)
     # Longer texts: a harmful request buried in benign context, and benign text made long.
     for _ in range(benign // 10):
         pad = " ".join(rng.sample(EVERYDAY, 4))
         if rng.random() < 0.5:
             category = rng.choice(CLASSIFIER_CATEGORIES)
-            a = rng.choice(HARMFUL_ACTIONS[category])
+            a = rng.choice(HARMFUL_ACTIONS[category] + MORE_ACTIONS.get(category, []))
             add(f"{pad}. also, {rng.choice(ACTION_FRAMES).format(a=_fill(a, rng))}", (category,), "long", a)
         else:
-            a = rng.choice(BENIGN_ACTIONS)
-            add(f"{pad}. also, {rng.choice(ACTION_FRAMES[:20]).format(a=a)}", (), "long", a)
+            a = rng.choice(benign_actions)
+            add(f"{pad}. also, {rng.choice(BENIGN_ACTION_FRAMES).format(a=a)}", (), "long", a)
     rng.shuffle(rows)
     return rows

@@ -191,9 +191,12 @@ def _cmd_bench_safety(args: argparse.Namespace) -> int:
 
 def _cmd_eval_safety(args: argparse.Namespace) -> int:
     if args.frozen:
+        from pathlib import Path
+
         from services.safety.frozen_eval import main as frozen_main
 
-        return frozen_main(args.triton)
+        sets = ("v1", "v2") if args.set == "all" else (args.set,)
+        return frozen_main(args.triton, sets, Path(args.baseline_head) if args.baseline_head else None)
     from services.safety.evaluation import main
 
     bench_address = args.bench_address
@@ -393,8 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "safety service")
     safety.add_argument("--bench-address", default=None, help="safety service HOST:PORT for --bench")
     safety.add_argument("--verbose", action="store_true", help="list the tuning half's errors")
-    safety.add_argument("--frozen", action="store_true", help="the frozen hand-written test set "
-                        "(tests/data/safety_unseen): v1 rules and v2 served classifier side by side")
+    safety.add_argument("--frozen", action="store_true", help="the frozen hand-written test sets "
+                        "(tests/data/safety_unseen, tests/data/safety_unseen_v2): v1 rules and the served "
+                        "classifier side by side")
+    safety.add_argument("--set", choices=("v1", "v2", "all"), default="all", help="which frozen set (--frozen)")
+    safety.add_argument("--baseline-head", default=None, help="with --frozen: also score with the head in this "
+                        "folder (head.safetensors + head.json), e.g. an earlier version's weights")
     safety.set_defaults(func=_cmd_eval_safety)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -69,14 +70,15 @@ class TritonClassifier:
 
 class LocalClassifier:
     """The Triton model's scorer in this process: for evaluation and unit tests (identical numbers).
-    `scorer="rules"` scores with the hand-written detectors alone (v1), for side-by-side figures."""
+    `scorer="rules"` scores with the hand-written detectors alone (v1), for side-by-side figures; `head_dir` serves
+    another head's weights (an earlier version, for side-by-side figures)."""
 
-    def __init__(self, scorer: str = "served") -> None:
+    def __init__(self, scorer: str = "served", head_dir: Path | None = None) -> None:
         from services.safety.scoring import RuleScorer, SafetyScorer
 
         if scorer not in ("served", "rules"):
             raise ValueError(f"scorer must be 'served' or 'rules', got {scorer!r}")
-        self._scorer = SafetyScorer() if scorer == "served" else RuleScorer()
+        self._scorer = SafetyScorer(head_dir) if scorer == "served" else RuleScorer()
 
     async def scores(self, texts: list[str]) -> list[dict[str, float]]:
         return _rows(self._scorer.score(texts)) if texts else []

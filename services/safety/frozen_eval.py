@@ -1,7 +1,11 @@
-"""`sluice eval safety --frozen`: the frozen, hand-written test set (tests/data/safety_unseen/test.jsonl), never used
-to train or to choose thresholds, scored by the hand-written detectors alone (v1) and by the served classifier (v2:
-learned head + rules) side by side: unsafe recall, benign false-positive rate, per-category precision / recall, and
-recall per writing style. Items go through the same paths as in production (evaluation.predict)."""
+"""`sluice eval safety --frozen`: the frozen, hand-written test sets, never used to train or to choose thresholds,
+scored by the hand-written detectors alone (v1), optionally an earlier head (`--baseline-head`, e.g. v2's weights)
+and the served classifier (learned head + rules) side by side: unsafe recall, benign false-positive rate,
+per-category precision / recall, and recall per writing style. Items go through the same paths as in production
+(evaluation.predict).
+
+Sets: `v1` (tests/data/safety_unseen, written before v2; v2's errors on it were read and published) and `v2`
+(tests/data/safety_unseen_v2, written before v3's training data and model changed)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from services.safety.evaluation import Item, _coarse, load, predict
 from services.safety.policy import PolicyAction, SafetyPolicy
 
 FROZEN_SET = REPO_ROOT / "tests" / "data" / "safety_unseen" / "test.jsonl"
+FROZEN_SETS: dict[str, Path] = {"v1": FROZEN_SET,
+                                "v2": REPO_ROOT / "tests" / "data" / "safety_unseen_v2" / "test.jsonl"}
 TARGETS = {"unsafe_recall": 0.95, "benign_fpr": 0.02}  # issue 20
 
 
@@ -77,7 +83,7 @@ def side_by_side(results: dict[str, dict[str, object]], styles: dict[str, dict[s
     for key in ("unsafe_recall", "benign_fpr"):
         target = f"  (target {'>=' if key == 'unsafe_recall' else '<='} {TARGETS[key]})"
         lines.append(f"{key:<28}" + "".join(f"{results[n][key]:>22.3f}" for n in names) + target)
-    lines.append("default policy (v2-only categories flag, do not block):")
+    lines.append("default policy (categories only the head scores flag, do not block):")
     for key in ("unsafe_acted", "benign_acted"):
         label = "unsafe blocked/redacted" if key == "unsafe_acted" else "benign blocked/redacted"
         lines.append(f"  {label:<26}"
@@ -88,24 +94,36 @@ def side_by_side(results: dict[str, dict[str, object]], styles: dict[str, dict[s
     return "\n".join(lines)
 
 
-def main(triton: str | None) -> int:
+def main(triton: str | None, sets: tuple[str, ...] = ("v1", "v2"), baseline_head: Path | None = None) -> int:
+    unknown = [name for name in sets if name not in FROZEN_SETS]
+    if unknown:
+        raise ValueError(f"unknown frozen set(s) {unknown}; known: {sorted(FROZEN_SETS)}")
+
+    def classifiers() -> dict[str, Classifier]:
+        chosen: dict[str, Classifier] = {"v1 rules": LocalClassifier("rules")}
+        if baseline_head is not None:
+            chosen["baseline head"] = LocalClassifier(head_dir=baseline_head)
+        chosen["served"] = TritonClassifier(triton) if triton else LocalClassifier()
+        return chosen
+
     async def go() -> int:
-        served: Classifier = TritonClassifier(triton) if triton else LocalClassifier()
-        rules = LocalClassifier("rules")
-        results, styles = {}, {}
-        for name, classifier in (("v1 rules", rules), ("v2 served", served)):
-            try:
-                items, predictions = await run(classifier)
-            finally:
-                await classifier.close()
-            results[name] = score(items, predictions)
-            styles[name] = style_recall(items, predictions)
-        print(f"== frozen test set {FROZEN_SET.relative_to(REPO_ROOT)} ({len(items)} items; never used for "
-              f"training or thresholds) ==")
-        print(side_by_side(results, styles))
-        v2 = results["v2 served"]
-        print(f"v2 missed unsafe: {' '.join(v2['missed'])}")  # type: ignore[arg-type]
-        print(f"v2 false positives: {' '.join(v2['false_positives'])}")  # type: ignore[arg-type]
+        for set_name in sets:
+            path = FROZEN_SETS[set_name]
+            results, styles = {}, {}
+            for name, classifier in classifiers().items():
+                try:
+                    items, predictions = await run(classifier, path)
+                finally:
+                    await classifier.close()
+                results[name] = score(items, predictions)
+                styles[name] = style_recall(items, predictions, path)
+            print(f"== frozen test set {set_name}: {path.relative_to(REPO_ROOT)} ({len(items)} items; never used "
+                  f"for training or thresholds) ==")
+            print(side_by_side(results, styles))
+            for name in list(results)[1:]:
+                print(f"{name} missed unsafe: {' '.join(results[name]['missed'])}")  # type: ignore[arg-type]
+                print(f"{name} false positives: {' '.join(results[name]['false_positives'])}")  # type: ignore[arg-type]
+            print()
         return 0
 
     return asyncio.run(go())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -128,12 +129,12 @@ class RuleScorer:
 class SafetyScorer:
     """Served scores: max(learned head, rules) per category, in CLASSIFIER_CATEGORIES order."""
 
-    def __init__(self) -> None:
-        from services.safety.learned_head import LearnedSafetyHead
+    def __init__(self, head_dir: Path | None = None) -> None:
+        from services.safety.learned_head import HEAD_DIR, LearnedSafetyHead
         from services.safety.policy import DEFAULT_THRESHOLDS
 
         self.rules = RuleScorer()
-        self.head = LearnedSafetyHead()
+        self.head = LearnedSafetyHead(head_dir or HEAD_DIR)
         if self.head.categories != CLASSIFIER_CATEGORIES:
             raise ValueError(f"head categories {self.head.categories} differ from {CLASSIFIER_CATEGORIES}")
         self._targets = np.array([DEFAULT_THRESHOLDS[c] for c in CLASSIFIER_CATEGORIES], dtype=np.float32)

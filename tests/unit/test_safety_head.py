@@ -11,7 +11,8 @@ import torch
 from pipelines.safety_classifier.corpus import generate
 from pipelines.safety_classifier.train import Head, choose_thresholds
 from services.safety.categories import CLASSIFIER_CATEGORIES
-from services.safety.learned_head import HEAD_DIR, HeadWeights, calibrate, head_logits
+from services.common.settings import REPO_ROOT
+from services.safety.learned_head import HEAD_DIR, HeadWeights, calibrate, fold_taps, folded_logits, head_logits
 
 
 def test_numpy_forward_matches_the_trained_torch_module() -> None:
@@ -27,6 +28,17 @@ def test_numpy_forward_matches_the_trained_torch_module() -> None:
     with torch.inference_mode():
         expected = model(x, mask).numpy()
     np.testing.assert_allclose(head_logits(weights, texts), expected, atol=1e-5)
+
+
+def test_folded_fast_path_equals_the_reference_forward_pass() -> None:
+    """What is served (taps folded into the vocabulary, a gather per token) is `head_logits` on the embeddings."""
+    torch.manual_seed(1)
+    model = Head(dim=8, hidden=6, hidden2=5, classes=3).eval()
+    weights = HeadWeights(**{k: v.detach().numpy() for k, v in model.export().items()})
+    vocabulary = np.random.default_rng(2).normal(size=(50, 8)).astype(np.float32)
+    ids = [np.asarray(i, dtype=np.intp) for i in ([7], [1, 2], [3, 49, 0, 3, 3, 12, 8])]
+    reference = head_logits(weights, [vocabulary[i] for i in ids])
+    np.testing.assert_allclose(folded_logits(weights, fold_taps(weights, vocabulary), ids), reference, atol=1e-5)
 
 
 def test_calibration_sends_the_chosen_threshold_to_the_policy_threshold() -> None:
@@ -67,3 +79,11 @@ def test_committed_head_matches_the_categories() -> None:
     meta = json.loads((HEAD_DIR / "head.json").read_text())
     assert tuple(meta["categories"]) == CLASSIFIER_CATEGORIES
     assert all(0 < meta["thresholds"][c] < 1 for c in CLASSIFIER_CATEGORIES)
+
+
+def test_training_rows_repeat_no_frozen_test_text() -> None:
+    """The frozen sets measure text the head has never seen: no generated row may be one of their texts."""
+    frozen = {json.loads(line)["text"].strip().lower()
+              for name in ("safety_unseen", "safety_unseen_v2")
+              for line in (REPO_ROOT / "tests" / "data" / name / "test.jsonl").read_text().splitlines() if line}
+    assert not [row.text for row in generate() if row.text.strip().lower() in frozen]
