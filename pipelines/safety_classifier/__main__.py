@@ -20,9 +20,12 @@ def main() -> None:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--hidden", type=int, default=TrainConfig().hidden)
     b.add_argument("--benign-budget", type=float, default=TrainConfig().benign_budget)
+    b.add_argument("--token-dropout", type=float, default=TrainConfig().token_dropout)
+    b.add_argument("--dropout", type=float, default=TrainConfig().dropout)
     a = ap.parse_args()
     meta = train(TrainConfig(out=a.out, seed=a.seed, epochs=a.epochs, threads=a.threads, hidden=a.hidden,
-                             hidden2=a.hidden, benign_budget=a.benign_budget))
+                             hidden2=a.hidden, benign_budget=a.benign_budget,
+                             token_dropout=a.token_dropout, dropout=a.dropout))
     print(json.dumps({k: meta[k] for k in ("thresholds", "validation", "training_data", "train_seconds")}, indent=1))
 
 

@@ -16,10 +16,11 @@ from services.safety.categories import CLASSIFIER_CATEGORIES
 
 pytestmark = pytest.mark.stack
 
-# Measured on the frozen set when the head was committed (services/safety/EVALUATION.md): recall 0.552, benign FPR
-# 0.062 (v1 rules alone: 0.259 and 0.000).
-RECALL_FLOOR = 0.55
-FPR_CEILING = 0.07
+# The served head's figures on each frozen set, measured once (services/safety/EVALUATION.md), less a small margin:
+# set v1 recall 0.552, benign FPR 0.062 (v1 rules alone: 0.259 and 0.000); set v2 (written before the v3 candidate,
+# which was not shipped) recall 0.439, benign FPR 0.129 (v1 rules alone: 0.217 and 0.020).
+# set name -> (unsafe items, benign items, recall floor, FPR ceiling)
+FROZEN_BOUNDS = {"v1": (174, 177, 0.55, 0.07), "v2": (212, 201, 0.43, 0.14)}
 
 
 @pytest.fixture(scope="module")
@@ -83,24 +84,27 @@ def test_latency_targets(stack: Settings) -> None:
     assert report["output_lockstep"]["ms_per_token"] < 2
 
 
-def test_frozen_unseen_set_through_the_triton_classifier(stack: Settings) -> None:
-    """The hand-written test set no model or threshold was fitted to (tests/data/safety_unseen), every item through
-    the same input check / output guard code the service runs, scored by the served Triton model. The bounds are the
-    figures measured once when the head was committed (services/safety/EVALUATION.md), less a small margin for
-    float noise; v2 must also beat the v1 detectors alone on the same set."""
+@pytest.mark.parametrize("set_name", sorted(FROZEN_BOUNDS))
+def test_frozen_unseen_set_through_the_triton_classifier(stack: Settings, set_name: str) -> None:
+    """The hand-written test sets no model or threshold was fitted to (tests/data/safety_unseen*), every item
+    through the same input check / output guard code the service runs, scored by the served Triton model. The bounds
+    are the figures measured once (services/safety/EVALUATION.md), less a small margin for float noise; the served
+    classifier must also beat the v1 detectors alone on the same set."""
     from services.safety.classifier_client import LocalClassifier, TritonClassifier
-    from services.safety.frozen_eval import run, score
+    from services.safety.frozen_eval import FROZEN_SETS, run, score
 
     async def both() -> tuple[dict, dict]:
         served, rules = TritonClassifier(stack.triton_grpc_url, timeout_s=60.0), LocalClassifier("rules")
         try:
-            return score(*await run(served)), score(*await run(rules))
+            return (score(*await run(served, FROZEN_SETS[set_name])),
+                    score(*await run(rules, FROZEN_SETS[set_name])))
         finally:
             await served.close()
 
-    v2, v1 = asyncio.run(both())
-    print(f"\nfrozen set: v2 recall {v2['unsafe_recall']:.3f} FPR {v2['benign_fpr']:.3f}; "
+    got, v1 = asyncio.run(both())
+    print(f"\nfrozen set {set_name}: served recall {got['unsafe_recall']:.3f} FPR {got['benign_fpr']:.3f}; "
           f"v1 recall {v1['unsafe_recall']:.3f} FPR {v1['benign_fpr']:.3f}")
-    assert v2["n_unsafe"] == 174 and v2["n_benign"] == 177
-    assert v2["unsafe_recall"] >= RECALL_FLOOR and v2["benign_fpr"] <= FPR_CEILING
-    assert v2["unsafe_recall"] > v1["unsafe_recall"]
+    n_unsafe, n_benign, recall_floor, fpr_ceiling = FROZEN_BOUNDS[set_name]
+    assert got["n_unsafe"] == n_unsafe and got["n_benign"] == n_benign
+    assert got["unsafe_recall"] >= recall_floor and got["benign_fpr"] <= fpr_ceiling
+    assert got["unsafe_recall"] > v1["unsafe_recall"]

@@ -10,8 +10,8 @@ import torch
 
 from pipelines.safety_classifier.corpus import generate
 from pipelines.safety_classifier.train import Head, choose_thresholds
-from services.safety.categories import CLASSIFIER_CATEGORIES
 from services.common.settings import REPO_ROOT
+from services.safety.categories import CLASSIFIER_CATEGORIES
 from services.safety.learned_head import HEAD_DIR, HeadWeights, calibrate, fold_taps, folded_logits, head_logits
 
 
