@@ -2,10 +2,11 @@
 
 Phase one offers far more concurrent streams than the engine can serve within the TTFT SLO, for `overload_s`
 seconds; the moment it ends (no new overload request after that instant; those in flight finish), phase two starts a
-moderate load of `after_streams` streams. Every request has its own prompt and is sampled, so neither the response
-cache nor the prefix cache can answer it. Reported: what each phase got (200, 429, 503, errors), and for phase two how
-long after the overload's end the last request was shed — the issue's bound is 2 s; queueing behind the overload's
-remaining streams is allowed, rejecting is not."""
+moderate load of `after_streams` streams. Every request has its own prompt and is sampled (through `sluice bench
+serve`'s HTTP target), so neither the response cache nor the prefix cache can answer it. Reported: what each phase
+got (200, 429, 503, transport errors), and for phase two how long after the overload's end the last request was
+refused — the issue's bound is 2 s; queueing behind the overload's remaining streams is allowed, rejecting is
+not."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.bench.metrics import percentile
+from services.bench.serve_metrics import RequestRecord
+from services.bench.serve_targets import HttpTarget
 from services.bench.soak import new_soak_key
 from services.common.settings import Settings
 
@@ -45,63 +48,55 @@ class Sent:
 
 @dataclass(slots=True)
 class _Run:
-    url: str
-    model: str
-    key: str
+    target: HttpTarget
     config: RecoveryConfig
     rng: random.Random
     started: float = field(default_factory=time.monotonic)
     sent: list[Sent] = field(default_factory=list)
 
-    def body(self) -> dict:
+    def messages(self) -> list[dict[str, str]]:
         words = " ".join(self.rng.choice(WORDS) for _ in range(90))
-        return {"model": self.model, "stream": True, "temperature": 0.8, "max_tokens": self.config.output_len,
-                "min_tokens": self.config.output_len,
-                "messages": [{"role": "user", "content": f"Request {self.rng.random():.12f}: write about {words}"}]}
+        return [{"role": "user", "content": f"Request {self.rng.random():.12f}: write about {words}"}]
 
-    async def one(self, client: httpx.AsyncClient, phase: str) -> None:
-        start = time.monotonic()
-        record = Sent(phase, round(start - self.started, 3), 0)
+    async def one(self, phase: str) -> None:
+        sent_s = round(time.monotonic() - self.started, 3)
+        record = RequestRecord("http", session=len(self.sent), turn=0, prompt_tokens=0,
+                               expected_tokens=self.config.output_len)
         try:
-            async with client.stream("POST", self.url, json=self.body(),
-                                     headers={"Authorization": f"Bearer {self.key}"}) as response:
-                record.status = response.status_code
-                async for line in response.aiter_lines():
-                    if record.ttft_ms is None and line.startswith("data:") and '"content"' in line:
-                        record.ttft_ms = round((time.monotonic() - start) * 1e3, 1)
+            await self.target.send(self.messages(), self.config.output_len, record)
+            status: int | str = record.http_status or 0
         except httpx.HTTPError as exc:
-            record.status = type(exc).__name__
-        self.sent.append(record)
+            status = type(exc).__name__
+        ttft = record.ttft
+        self.sent.append(Sent(phase, sent_s, status, None if ttft is None else round(ttft * 1e3, 1)))
 
 
 async def _drive(run: _Run) -> float:
     """Both phases; returns the overload's end, in seconds since the start."""
     config = run.config
-    limits = httpx.Limits(max_connections=config.overload_streams + config.after_streams + 8)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        async def overload_stream() -> None:
-            while time.monotonic() - run.started < config.overload_s:
-                await run.one(client, "overload")
 
-        overload = [asyncio.create_task(overload_stream()) for _ in range(config.overload_streams)]
-        await asyncio.sleep(config.overload_s)
-        ended = time.monotonic() - run.started
-        remaining = iter(range(config.after_requests))
+    async def overload_stream() -> None:
+        while time.monotonic() - run.started < config.overload_s:
+            await run.one("overload")
 
-        async def after_stream() -> None:
-            for _ in remaining:
-                await run.one(client, "after")
+    overload = [asyncio.create_task(overload_stream()) for _ in range(config.overload_streams)]
+    await asyncio.sleep(config.overload_s)
+    ended = time.monotonic() - run.started
+    remaining = iter(range(config.after_requests))
 
-        await asyncio.gather(*(after_stream() for _ in range(config.after_streams)))
-        await asyncio.gather(*overload)
+    async def after_stream() -> None:
+        for _ in remaining:
+            await run.one("after")
+
+    await asyncio.gather(*(after_stream() for _ in range(config.after_streams)))
+    await asyncio.gather(*overload)
     return ended
 
 
 def _phase(sent: list[Sent]) -> dict[str, object]:
-    ttfts = sorted(s.ttft_ms for s in sent if s.ttft_ms is not None)
+    ttfts = [s.ttft_ms for s in sent if s.ttft_ms is not None]
     return {"requests": len(sent), "statuses": {str(k): v for k, v in Counter(s.status for s in sent).items()},
-            "ttft_ms_p50": percentile(ttfts, 50) if ttfts else None,
-            "ttft_ms_p95": percentile(ttfts, 95) if ttfts else None}
+            "ttft_ms_p50": percentile(ttfts, 50), "ttft_ms_p95": percentile(ttfts, 95)}
 
 
 def summarize(sent: list[Sent], ended: float) -> dict[str, object]:
@@ -119,9 +114,15 @@ def summarize(sent: list[Sent], ended: float) -> dict[str, object]:
 
 def run(settings: Settings, config: RecoveryConfig) -> dict[str, object]:
     tenant, key = new_soak_key(settings)  # enterprise tier: the tier the issue's bound is for
-    state = _Run(settings.public_base_url + "/chat/completions", settings.model_name, key, config,
-                 random.Random(config.seed))
-    ended = asyncio.run(_drive(state))
+    async def drive() -> tuple[_Run, float]:
+        target = HttpTarget(settings.public_base_url, settings.model_name, key)
+        try:
+            state = _Run(target, config, random.Random(config.seed))
+            return state, await _drive(state)
+        finally:
+            await target.close()
+
+    state, ended = asyncio.run(drive())
     return {
         "meta": {"tenant": tenant, "overload_s": config.overload_s, "overload_streams": config.overload_streams,
                  "after_streams": config.after_streams, "output_len": config.output_len,
