@@ -277,12 +277,16 @@ class OutputGuard:
                     ready += text
             return windows is None or windows.stop is None
 
-        async def drained(generation: AsyncIterator[Any]) -> Usage:
-            """Stops the generation (its last tokens are drained into the request's account) and reports what the
-            engine produced, as the usage record will: the client is told what it is billed for."""
-            aclose = getattr(generation, "aclose", None)
+        async def close_generation() -> None:
+            aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+        async def drained() -> Usage:
+            """Stops the generation — each round adds what the engine produced, drained tokens included, to
+            `produced` — and reports that, as the usage record will: the client is told what it is billed for.
+            A stream that reports no rounds (not a Generator) falls back to the tokens the guard saw."""
+            await close_generation()
             return Usage(prompt_tokens(), max(completion_tokens, produced.completion_tokens))
 
         produced = StreamTokens()  # every round of this answer adds what the engine produced, drained tokens too
@@ -299,7 +303,7 @@ class OutputGuard:
                         continue
                     fed += len(event.text)
                     if not await moderate(event.text, final=False):
-                        yield stopped(await drained(events))
+                        yield stopped(await drained())
                         return
                     if ready:
                         released += len(ready)
@@ -333,6 +337,4 @@ class OutputGuard:
             self.open_answers -= 1
             if windows is not None:
                 windows.cancel()
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_generation()
