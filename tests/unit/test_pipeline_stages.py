@@ -212,6 +212,8 @@ class FakeOutputCall:
 
     async def write(self, chunk: safety_pb2.OutputChunk) -> None:
         self._fail()
+        if self.ended:  # what grpc.aio raises: the service has returned (after a STOP it ends the RPC)
+            raise asyncio.InvalidStateError("RPC already finished.")
         if self.safety.opening is None:
             assert chunk.windowed
             self.safety.opening = chunk
@@ -222,6 +224,7 @@ class FakeOutputCall:
         stop = self.safety.stop_on is not None and self.safety.stop_on in "".join(self.safety.chunks)
         self.answers.put_nowait((len(chunk.text), safety_pb2.OutputDecision(
             action=safety_pb2.ACTION_STOP if stop else safety_pb2.ACTION_ALLOW, final=stop)))
+        self.ended = stop  # the service answers a STOP and returns: the RPC is over before the client reads it
 
     async def done_writing(self) -> None:
         self.answers.put_nowait(safety_pb2.OutputDecision(action=safety_pb2.ACTION_ALLOW, final=True))
@@ -526,6 +529,16 @@ def test_a_stopped_answer_reports_the_tokens_drained_after_the_stop() -> None:
     assert finished.reason == "content_filter"
     assert produced[0] < len(words)  # the answer did stop early
     assert finished.usage.completion_tokens == produced[0]  # the drained tokens are in it
+
+
+def test_an_answer_that_ends_after_the_service_stopped_it_ends_with_content_filter() -> None:
+    """The safety service ends the RPC right after a STOP; the answer's last text, sent for classification before
+    that verdict was read, must not fail the request (grpc.aio: "RPC already finished")."""
+    safety = FakeSafety(stop_on="bad", verdict_delay_s=0.01)
+    guard = OutputGuard(Stage(_spec("output_guard", release_ahead_chars=200, window_chars=16)), safety)
+    events = _collect(guard, _events("Sure, this is ", "bad news for ", "everyone here. ", "The end."))
+    assert events[-1].reason == "content_filter"
+    assert "".join(safety.chunks).count("bad") == 1
 
 
 def test_with_no_release_ahead_nothing_unclassified_is_released() -> None:

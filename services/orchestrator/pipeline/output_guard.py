@@ -130,6 +130,11 @@ class _Windows:
             self._changed.set()
 
     async def send(self, text: str) -> None:
+        if self.stop is not None or self.call.done():
+            # The service has answered for good: it ends the RPC right after a STOP (which the reader may not have
+            # read yet), or the stream failed (the reader reports it). A write now would raise "RPC already
+            # finished"; the text is not released either way, since waiting for its verdict ends at the STOP.
+            return
         self._sizes.append(len(text))
         self.sent += len(text)
         await self.stage.call(lambda: self.call.write(safety_pb2.OutputChunk(text=text)))
