@@ -22,8 +22,12 @@ import pytest
 from google.api import httpbody_pb2
 from sluice.v1 import openai_pb2_grpc
 
+from services.common.db import create_db_engine
 from services.orchestrator.tenancy.store import issue_key
 from services.orchestrator.tenancy.usage import usage_rows_of
+from services.safety.categories import CLASSIFIER_CATEGORIES
+from services.safety.policy import SafetyPolicy
+from services.safety.policy_db import set_policy
 from services.supervisor.stack import Stack
 from tests.conftest import engine_metric, stack_settings
 
@@ -45,6 +49,11 @@ def test_streams_whose_client_stops_reading_are_cancelled_and_free_the_engine(tm
     calls = []
     try:
         key = issue_key(settings.db_url, TENANT, tier="enterprise", name="silent-clients")
+        # The classifier only flags for this tenant: a sampled demo answer it would stop (content_filter) is a short,
+        # complete answer, not the silent stream this test is about.
+        db = create_db_engine(settings.db_url)
+        set_policy(db, SafetyPolicy(id=TENANT, actions=dict.fromkeys(CLASSIFIER_CATEGORIES, "flag")), actor="tests")
+        db.dispose()
         stub = openai_pb2_grpc.OpenAIStub(channel)
         body = json.dumps({"model": "sluice-demo", "stream": True, "max_tokens": MAX_TOKENS,
                            "min_tokens": MAX_TOKENS, "temperature": 0.8,
