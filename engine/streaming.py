@@ -2,8 +2,10 @@
 
 Every streamed response costs the serving path a fixed amount of CPU whatever it carries (Triton's Python backend,
 tritonserver, the orchestrator's read and write, Envoy: ~0.1-0.3 ms each on this machine kind). A lone stream goes
-token by token; with many sequences running, responses carry a few tokens each. The first and the last token of a
-request always go out at once, so time to first token is unchanged.
+token by token; with many sequences running, responses carry a few tokens each. The first two tokens and the last
+of a request always go out at once: time to first token is unchanged, and so is the time to the first whole word —
+a client that shows whole words only (the output guard holds a word until it is complete, so a PII value is never
+split) needs the second token to know the first word has ended.
 """
 
 from __future__ import annotations
@@ -33,3 +35,12 @@ class StreamInterval:
     def at(self, running: int) -> int:
         """Tokens per response when `running` sequences are in the batch."""
         return next((interval for above, interval in self.tiers if running > above), 1)
+
+    def due(self, tokens_generated: int, tokens_waiting: int, running: int) -> bool:
+        """Whether a stream's `tokens_waiting` unsent tokens go out now, `tokens_generated` made so far (those
+        included), `running` sequences in the batch. The request's last token is always sent: not decided here."""
+        already_sent = tokens_generated - tokens_waiting
+        return already_sent < EAGER_TOKENS or tokens_waiting >= self.at(running)
+
+
+EAGER_TOKENS = 2  # the first tokens of every stream go out one by one, whatever the load

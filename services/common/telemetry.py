@@ -65,8 +65,17 @@ LLM_METHODS = frozenset({"/sluice.v1.OpenAI/ChatCompletions", "/sluice.v1.Chat/G
 _CONTEXT_SUFFIX = re.compile(r";(?P<version>00)-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})$")
 
 
+_tracer_of: tuple[object, trace.Tracer] | None = None  # (provider, its tracer): get_tracer builds a new one per call
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER)
+    """Sluice's tracer from the current provider, built once per provider (spans are started per token batch and
+    per call; `trace.get_tracer` costs a Tracer and an InstrumentationScope comparison each time)."""
+    global _tracer_of
+    provider = trace.get_tracer_provider()
+    if _tracer_of is None or _tracer_of[0] is not provider:
+        _tracer_of = (provider, provider.get_tracer(TRACER))
+    return _tracer_of[1]
 
 
 def setup_tracing(component: str, settings: Settings) -> TracerProvider:

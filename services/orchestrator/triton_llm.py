@@ -94,6 +94,14 @@ class LLMChunk:
     logprobs: list[float] | None = None  # one per token id, when asked for
     top_logprobs: list[list[tuple[int, float]]] | None = None  # per token: the k best (token id, logprob), best first
 
+    def extended(self, later: LLMChunk) -> LLMChunk:
+        """This chunk followed by `later` (the engine's next response for the same request) as one chunk."""
+        def joined(a: list | None, b: list | None) -> list | None:
+            return None if a is None and b is None else (a or []) + (b or [])
+
+        return LLMChunk(self.token_ids + later.token_ids, later.cached_prompt_tokens or self.cached_prompt_tokens,
+                        joined(self.logprobs, later.logprobs), joined(self.top_logprobs, later.top_logprobs))
+
 
 @dataclass(slots=True)
 class TokenTally:
@@ -171,12 +179,24 @@ class TritonLLM:
         inbox: asyncio.Queue = asyncio.Queue()
         pump = asyncio.create_task(_pump(responses, inbox))
         finished = False
+        pending: object = None  # an item taken off the inbox while coalescing that ends the run of responses
         try:
-            while (item := await inbox.get()) is not _END:
+            while (item := pending if pending is not None else await inbox.get()) is not _END:
+                pending = None
                 result, error = _unwrap(item)
                 if error is not None:
                     raise _api_error(error)
                 chunk = self._chunk(result)
+                # Responses that queued up while the caller worked on the last one go out as one chunk: under load
+                # each further pass through detokenizer, guard and SSE writer costs as much as the first.
+                while not inbox.empty():
+                    queued = inbox.get_nowait()
+                    if queued is _END or isinstance(queued, Exception) or queued[1] is not None:  # type: ignore[index]
+                        pending = queued
+                        break
+                    more = self._chunk(queued[0])  # type: ignore[index]
+                    if more is not None:
+                        chunk = more if chunk is None else chunk.extended(more)
                 if chunk is not None:
                     tally.received += len(chunk.token_ids)
                     tally.cached_prompt_tokens = chunk.cached_prompt_tokens
@@ -188,17 +208,21 @@ class TritonLLM:
             raise
         finally:
             if not finished:
-                await self._stop_and_drain(model, triton_id, responses, inbox, tally, call.headers)
+                await self._stop_and_drain(model, triton_id, responses, inbox, tally, call.headers, pending)
             pump.cancel()
             call.span.set_attribute("triton.output_tokens", tally.received)
             call.end()
 
     async def _stop_and_drain(self, model: str, triton_id: str, responses, inbox: asyncio.Queue,
-                              tally: TokenTally, headers: dict[str, str] | None = None) -> None:
+                              tally: TokenTally, headers: dict[str, str] | None = None, first: object = None) -> None:
+        """`first`: an item already taken off the inbox (the stream's end, when the caller stopped right before)."""
         try:
             async with asyncio.timeout(STOP_DRAIN_TIMEOUT_S):
+                if first is _END:
+                    return  # the engine had already finished the request: nothing to stop
                 await self._send_stop(model, triton_id, headers)
-                while (item := await inbox.get()) is not _END:
+                while (item := first if first is not None else await inbox.get()) is not _END:
+                    first = None
                     result, error = _unwrap(item)
                     if error is not None:
                         break

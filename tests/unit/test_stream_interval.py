@@ -16,3 +16,23 @@ def test_an_empty_spec_streams_token_by_token() -> None:
 def test_a_malformed_tier_is_refused_with_its_text(spec: str) -> None:
     with pytest.raises(ValueError, match="stream interval tier"):
         StreamInterval.parse(spec)
+
+
+def _sends(policy: StreamInterval, running: int, steps: list[int]) -> list[int]:
+    """Tokens per response for a stream whose steps produce `steps` tokens each (the last token not special)."""
+    sent, waiting, generated, responses = 0, 0, 0, []
+    for new in steps:
+        generated += new
+        waiting += new
+        if policy.due(generated, waiting, running):
+            responses.append(waiting)
+            sent, waiting = sent + waiting, 0
+    return responses
+
+
+def test_the_first_two_tokens_go_out_one_by_one_then_the_load_interval() -> None:
+    policy = StreamInterval.parse("8:2,32:4")
+    assert _sends(policy, 40, [1] * 10) == [1, 1, 4, 4]  # the end of the first word is not held back by load
+    assert _sends(policy, 10, [1] * 6) == [1, 1, 2, 2]
+    assert _sends(policy, 1, [1] * 3) == [1, 1, 1]
+    assert _sends(policy, 40, [3, 1, 1, 1, 1]) == [3, 4]  # a first step of several tokens goes out at once

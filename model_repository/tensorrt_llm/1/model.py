@@ -193,10 +193,10 @@ class _ResponseSink:
             return
         self._collected.extend(output.new_token_ids)
         if self._streaming:
-            # The first token goes out at once (TTFT); under load later tokens are coalesced into fewer responses,
-            # since each response costs the Python backend a fixed ~0.1-0.3 ms.
-            first = self._tokens_sent == len(output.new_token_ids)
-            if output.finished or first or len(self._collected) >= self._model.stream_interval():
+            # The first two tokens go out at once (TTFT, and the end of the first word for a client that shows
+            # whole words); under load later tokens are coalesced into fewer responses, since each response costs
+            # the Python backend a fixed ~0.1-0.3 ms (engine/streaming.py).
+            if output.finished or self._model.stream_due(self._tokens_sent, len(self._collected)):
                 self._send(self._collected, FINAL if output.finished else 0)
                 self._collected = []
             return
@@ -353,8 +353,8 @@ class TritonPythonModel:
         self._stream_interval = StreamInterval.parse(params.get("stream_interval_tiers") or "8:2,32:4")
         self.engine.start()
 
-    def stream_interval(self) -> int:
-        return self._stream_interval.at(len(self.engine.scheduler.running))
+    def stream_due(self, tokens_generated: int, tokens_waiting: int) -> bool:
+        return self._stream_interval.due(tokens_generated, tokens_waiting, len(self.engine.scheduler.running))
 
     def execute(self, requests: list) -> None:
         for request in requests:

@@ -242,12 +242,29 @@ LEXICON: dict[str, tuple[Feature, ...]] = {
 }
 
 
+def _any_feature(features: tuple[Feature, ...]) -> re.Pattern[str] | None:
+    """One pattern that matches where any of `features` does (an alternation), so a category none of whose
+    features occur — nearly every text — costs one scan instead of one per feature (about half the time).
+    None when the patterns cannot be joined (a global inline flag); the features are then tried one by one."""
+    try:
+        return re.compile("|".join(f"(?:{f.pattern.pattern})" for f in features))
+    except re.error:
+        return None
+
+
+_ANY_FEATURE = {category: _any_feature(features) for category, features in LEXICON.items()}
+
+
 def lexicon_scores(text: str) -> dict[str, float]:
     """Noisy-OR of matched feature weights per category (toxicity here is the harassment-phrase part only)."""
     text = text.lower()
     scores: dict[str, float] = {}
     for category, features in LEXICON.items():
         keep = 1.0
+        screen = _ANY_FEATURE[category]
+        if screen is not None and screen.search(text) is None:
+            scores[category] = 0.0
+            continue
         for feature in features:
             if feature.pattern.search(text):
                 keep *= 1.0 - feature.weight
