@@ -49,6 +49,23 @@ class TrainConfig:
     validation_examples: int = 400
 
 
+class ActiveClock:
+    """Seconds of training, not of wall clock: a gap longer than ``max_gap`` between two ticks (the process was
+    stopped with SIGSTOP while a benchmark ran, or the machine suspended) counts as ``max_gap``, so the time
+    budget and the learning-rate schedule are not spent while the trainer does not run."""
+
+    def __init__(self, max_gap: float = 30.0) -> None:
+        self.max_gap = max_gap
+        self.last = time.monotonic()
+        self.elapsed = 0.0
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        self.elapsed += min(now - self.last, self.max_gap)
+        self.last = now
+        return self.elapsed
+
+
 def encode_corpus(tok, texts: list[str]) -> list[tuple[list[int], list[int]]]:
     out = []
     for text, enc in zip(texts, tok.encode_batch(texts), strict=True):
@@ -160,7 +177,8 @@ def train(cfg: TrainConfig) -> dict:
     (cfg.out / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2) + "\n")
 
     budget = cfg.minutes * 60
-    start, step, tokens, seen_loss_tokens, log = time.time(), 0, 0, 0, []
+    clock = ActiveClock()
+    step, tokens, seen_loss_tokens, log = 0, 0, 0, []
     perm, cursor, ema = torch.randperm(data.shape[0]), 0, None
     best, best_step, next_eval = float("inf"), 0, cfg.eval_every_minutes * 60
     if cfg.corpus == "v2":
@@ -168,7 +186,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"validation loss before training {best:.4f}", flush=True)
         save_checkpoint(model, args, cfg.out)
     while True:
-        elapsed = time.time() - start
+        elapsed = clock.tick()
         if elapsed >= budget:
             break
         if cursor + cfg.batch_size > len(perm):
@@ -189,13 +207,13 @@ def train(cfg: TrainConfig) -> dict:
         seen_loss_tokens += int(batch[:, 1, 1:].sum())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 50 == 0 or step in (1, 10, 20):
-            el = time.time() - start
+            el = max(clock.tick(), 1e-6)
             log.append({"step": step, "minutes": round(el / 60, 2), "loss": round(ema, 4), "lr": lr})
             print(f"step {step} {el / 60:.1f}min loss {ema:.4f} lr {lr:.2e} tok/s {tokens / el:.0f}", flush=True)
-        if cfg.corpus == "v2" and (time.time() - start >= next_eval):
+        if cfg.corpus == "v2" and clock.tick() >= next_eval:
             next_eval += cfg.eval_every_minutes * 60
             v = validation_loss(model, val, cfg.batch_size)
-            log.append({"step": step, "minutes": round((time.time() - start) / 60, 2), "validation_loss": round(v, 4)})
+            log.append({"step": step, "minutes": round(clock.tick() / 60, 2), "validation_loss": round(v, 4)})
             print(f"validation loss {v:.4f} at step {step} (best {best:.4f})", flush=True)
             if v < best:
                 best, best_step = v, step
@@ -203,7 +221,7 @@ def train(cfg: TrainConfig) -> dict:
             save_checkpoint(model, args, cfg.out / "last")  # the latest weights too, whatever the held-out loss
         elif cfg.corpus != "v2" and step % 1000 == 0:
             save_checkpoint(model, args, cfg.out)
-    seconds = time.time() - start
+    seconds = clock.tick()
     if cfg.corpus == "v2":
         v = validation_loss(model, val, cfg.batch_size)
         print(f"final validation loss {v:.4f} (best {best:.4f} at step {best_step})", flush=True)

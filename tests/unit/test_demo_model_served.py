@@ -102,3 +102,17 @@ def test_generation_is_deterministic() -> None:
     b = served.generate_v2(11, 50)
     assert a == b
     assert served.make_document(random.Random(1), 1) == served.make_document(random.Random(1), 1)
+
+
+def test_the_training_clock_counts_a_long_pause_as_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.demo_model import train
+
+    now = [100.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: now[0])
+    clock = train.ActiveClock(max_gap=30.0)
+    now[0] += 2.0
+    assert clock.tick() == 2.0
+    now[0] += 600.0  # stopped with SIGSTOP while a benchmark ran: the budget is not spent meanwhile
+    assert clock.tick() == 32.0
+    now[0] += 1.5
+    assert clock.tick() == 33.5
