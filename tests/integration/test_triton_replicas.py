@@ -5,15 +5,12 @@ requests are served by the other one."""
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.bench.proc_memory import children_by_parent
 from services.common.settings import Settings
 from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.triton_llm import LLMParams
@@ -83,8 +80,6 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     assert gained[1 - chosen] == 0
     assert gained[chosen] >= (len(QUESTIONS) - 1) * 4 * 16  # every request after the first reused the system prompt
 
-    stubs = children_by_parent().get(running.processes[chosen].popen.pid, [])  # its Python-backend model stubs
-    assert stubs
     running.processes[chosen].popen.kill()  # SIGKILL: no goodbye, connections refused from now on
     running.processes[chosen].popen.wait(10)
     survivor_before = prefix_hits(settings, 1 - chosen)
@@ -98,21 +93,6 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     dead_first = [settings.triton_grpc_urls[chosen], settings.triton_grpc_urls[1 - chosen]]
     scores, embeddings = asyncio.run(classify_and_embed(dead_first))
     assert len(scores) == 1 and embeddings.vectors.shape == (2, 384)
-
-    # The dead server's model stubs do not outlive it (the LLM's used to: ~0.5 GB each, re-parented to init).
-    deadline = time.monotonic() + 10
-    while (alive := [pid for pid in stubs if _running(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not alive
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
 async def classify_and_embed(urls: list[str]):
