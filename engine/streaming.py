@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from tokenizers import Tokenizer
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInterval:
@@ -36,11 +39,33 @@ class StreamInterval:
         """Tokens per response when `running` sequences are in the batch."""
         return next((interval for above, interval in self.tiers if running > above), 1)
 
-    def due(self, tokens_generated: int, tokens_waiting: int, running: int) -> bool:
+    def due(self, tokens_generated: int, tokens_waiting: int, running: int, *, words: bool = False,
+            breaks_word: bool = False) -> bool:
         """Whether a stream's `tokens_waiting` unsent tokens go out now, `tokens_generated` made so far (those
-        included), `running` sequences in the batch. The request's last token is always sent: not decided here."""
+        included), `running` sequences in the batch. `words`: the request streams whole words, and `breaks_word`
+        says whether the newest token holds whitespace. The request's last token is always sent: not decided here."""
         already_sent = tokens_generated - tokens_waiting
-        return already_sent < EAGER_TOKENS or tokens_waiting >= self.at(running)
+        if already_sent < EAGER_TOKENS:
+            return True
+        interval = self.at(running)
+        if not words:
+            return tokens_waiting >= interval
+        return (breaks_word and tokens_waiting >= interval) or tokens_waiting >= max(WORD_HOLD_TOKENS, interval)
 
 
+STREAM_WORDS_PARAMETER = "sluice_stream_words"  # the request parameter (bool) that asks for whole-word responses
 EAGER_TOKENS = 2  # the first tokens of every stream go out one by one, whatever the load
+WORD_HOLD_TOKENS = 8  # a whole-words stream sends a run of tokens without whitespace after this many
+
+
+def word_breaks(tokenizer: Tokenizer, vocab_size: int) -> np.ndarray:
+    """For each token id, whether its text holds whitespace when it follows other text. Decoded after a letter, not
+    alone: a SentencePiece (Metaspace) tokenizer drops the leading space of a sequence's first token. Special and
+    unused ids are False."""
+    anchor = tokenizer.encode("a", add_special_tokens=False).ids[-1]
+    prefix = len(tokenizer.decode([anchor]))
+    known = min(vocab_size, tokenizer.get_vocab_size(with_added_tokens=True))
+    texts = tokenizer.decode_batch([[anchor, token] for token in range(known)], skip_special_tokens=True)
+    breaks = np.zeros(vocab_size, dtype=np.bool_)
+    breaks[:known] = [any(ch.isspace() for ch in text[prefix:]) for text in texts]
+    return breaks

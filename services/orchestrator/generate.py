@@ -106,6 +106,7 @@ class GenerationPlan:
     tools: list[dict] | None = None
     tenant: str = "default"
     priority: int = 0  # the engine's scheduling priority (metering sets it at admission); not a sampling parameter
+    whole_words: bool = False  # the output guard releases whole words: the engine may stream a response per word
     cacheable: bool = True  # False when the input guard found content (e.g. PII) that must not be stored
     guide: Guide | None = None  # what the engine constrains the output to (response_format, a tool-call grammar)
     raw_prompt: bool = False  # /v1/completions: the first message is the prompt text, encoded without a template
@@ -166,11 +167,12 @@ class PreparedGeneration:
     def cacheable(self) -> bool:
         return self.plan.cacheable and not self.output_redacted
 
-    def admitted(self, *, tenant: str, priority: int, cacheable: bool) -> None:
-        """What admission and the input guard add to the plan (the tenant the stages ran for, the engine priority
-        metering gave, whether the prompt may be stored): set once, before the generation runs."""
+    def admitted(self, *, tenant: str, priority: int, cacheable: bool, whole_words: bool = False) -> None:
+        """What admission and the stages add to the plan (the tenant the stages ran for, the engine priority
+        metering gave, whether the prompt may be stored, whether the output guard will release whole words): set
+        once, before the generation runs."""
         self.plan = dataclasses.replace(self.plan, tenant=tenant, priority=priority,
-                                        cacheable=self.plan.cacheable and cacheable)
+                                        cacheable=self.plan.cacheable and cacheable, whole_words=whole_words)
 
     def release(self) -> None:
         """Gives back the request's place in its deployment's in-flight count, if it still holds one. Generator.run
@@ -378,7 +380,7 @@ class Generator:
             started, first_token_s, ok = time.monotonic(), None, False
             tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
                                      model_name=deployment.triton_model if deployment else None, tally=tally,
-                                     priority=prepared.priority)
+                                     priority=prepared.priority, whole_words=prepared.plan.whole_words)
             try:
                 async for chunk in tokens:
                     if first_token_s is None:

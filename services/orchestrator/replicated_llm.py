@@ -66,7 +66,7 @@ class ReplicatedLLM:
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
                      model_name: str | None = None, tally: TokenTally | None = None,
-                     priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     priority: int = 0, whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         model = model_name or self.model_name
         attempts = self.selector.order(self.selector.key(prompt_ids, model, conversation_affinity.get()))
         failure: ApiError | None = None
@@ -74,7 +74,8 @@ class ReplicatedLLM:
             if not replica.breaker.allow():  # a half-open replica whose one trial request is already out
                 continue
             self.selector.started(replica)
-            tokens = self.clients[replica.name].stream(request_id, prompt_ids, params, model, tally, priority=priority)
+            tokens = self.clients[replica.name].stream(request_id, prompt_ids, params, model, tally, priority=priority,
+                                                          whole_words=whole_words)
             produced, failed = False, None  # failed stays None when the client went away before the first token
             try:
                 async for chunk in tokens:

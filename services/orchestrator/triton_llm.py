@@ -17,6 +17,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from engine.streaming import STREAM_WORDS_PARAMETER
 from services.common.errors import ApiError, unavailable
 from services.common.telemetry import start_triton_call
 
@@ -153,10 +154,13 @@ class TritonLLM:
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams,
                      model_name: str | None = None, tally: TokenTally | None = None,
-                     priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     priority: int = 0, whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         """Yields new token ids until the engine ends the request. Closing the iterator early (the client went
         away, a stop string matched) stops the request in the engine — TensorRT-LLM's `stop` request, then the
-        last tokens are drained into `tally` — and cancels the gRPC stream if that takes too long."""
+        last tokens are drained into `tally` — and cancels the gRPC stream if that takes too long.
+        `whole_words`: the caller releases text only up to its last whitespace (the output guard), so the engine
+        may send a response per word instead of per token (a request parameter the Sluice engine reads and other
+        backends ignore; engine/streaming.py)."""
         model = model_name or self.model_name
         # Unique in the engine even if a client reuses ids; the trace context rides along (see common/telemetry.py)
         call = start_triton_call(model, f"{request_id}:{uuid.uuid4().hex[:8]}", method="ModelStreamInfer")
@@ -170,8 +174,12 @@ class TritonLLM:
             if params.top_logprobs:
                 outputs += [InferRequestedOutput(name) for name in ("output_top_log_probs", "output_top_log_prob_ids")]
 
+        request = {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
+        if whole_words:
+            request["parameters"] = {STREAM_WORDS_PARAMETER: True}
+
         async def requests() -> AsyncIterator[dict]:
-            yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": triton_id}
+            yield request
 
         responses = self._client.stream_infer(requests(), headers=call.headers)
         # A separate task reads the gRPC stream: cancelling the caller (a client that went away) must not cancel the

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from engine.streaming import STREAM_WORDS_PARAMETER, WORD_HOLD_TOKENS, word_breaks
 from services.common.settings import Settings
 
 
@@ -18,11 +19,13 @@ def triton(stack: Settings):
     client.close()
 
 
-def _stream(client: grpcclient.InferenceServerClient, model: str, inputs: list, request_id: str = "") -> list:
+def _stream(client: grpcclient.InferenceServerClient, model: str, inputs: list, request_id: str = "",
+            parameters: dict | None = None) -> list:
     results: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
-        client.async_stream_infer(model, inputs, request_id=request_id, enable_empty_final_response=True)
+        client.async_stream_infer(model, inputs, request_id=request_id, enable_empty_final_response=True,
+                                  parameters=parameters)
         responses = []
         while True:
             result, error = results.get(timeout=60)
@@ -71,6 +74,32 @@ def test_llm_slot_streams_tokens_and_honours_stop_words(triton, demo_tokenizer) 
     stopped = _tokens(_stream(triton, "tensorrt_llm", _llm_inputs(
         prompt, 12, stop_words_list=(stop_words, "INT32"), **greedy)))
     assert stopped == tokens[: tokens.index(stop_at) + 1]
+
+
+def _sizes(responses: list) -> list[int]:
+    return [int(result.as_numpy("sequence_length").reshape(-1)[0]) for result, _ in responses]
+
+
+def test_llm_slot_streams_whole_words_when_asked(triton, demo_tokenizer) -> None:
+    """With the `sluice_stream_words` request parameter a response ends where a token holds whitespace (after the
+    first two tokens, which go out at once); the tokens are the same as token by token."""
+    prompt = demo_tokenizer.encode_chat([{"role": "user", "content": "Tell me about the capital of France."}])
+    fixed = {"runtime_top_k": (np.array([[1]], dtype=np.int32), "INT32"),
+             "min_tokens": (np.array([[48]], dtype=np.int32), "INT32")}
+    by_token = _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 48, **fixed))
+    by_word = _stream(triton, "tensorrt_llm", _llm_inputs(prompt, 48, **fixed),
+                      parameters={STREAM_WORDS_PARAMETER: True})
+    tokens = _tokens(by_token)
+    assert _tokens(by_word) == tokens and len(tokens) == 48
+    assert set(_sizes(by_token)) == {1}  # a lone stream goes token by token
+    sizes = _sizes(by_word)
+    assert sizes[:2] == [1, 1] and len(sizes) < len(tokens)
+    breaks = word_breaks(demo_tokenizer.tokenizer, len(demo_tokenizer.tokenizer.get_vocab()))
+    ends = np.cumsum(sizes)
+    for start, end in zip(ends[1:-2], ends[2:-1], strict=True):  # every response but the first two and the last
+        last = tokens[end - 1]
+        assert breaks[last] or end - start == WORD_HOLD_TOKENS, (tokens[start:end], sizes)
+        assert not breaks[tokens[start:end - 1]].any()  # no word ended earlier in it: it went out at the first
 
 
 def test_bad_request_gets_its_own_error(triton, demo_tokenizer) -> None:

@@ -35,7 +35,8 @@ class ScriptedLLM:
         self.streams: list[str] = []
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
-                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     tally: TokenTally | None = None, priority: int = 0,
+                     whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         self.streams.append(model_name or "")
         if model_name in self.fail:
             raise self.fail[model_name]

@@ -26,10 +26,13 @@ class RecordingLLM:
     def __init__(self, tokens: int = 3) -> None:
         self.tokens = tokens
         self.calls: list[tuple[str, int]] = []
+        self.whole_words: list[bool] = []
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
-                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     tally: TokenTally | None = None, priority: int = 0,
+                     whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         self.calls.append((model_name or "", priority))
+        self.whole_words.append(whole_words)
         for _ in range(min(self.tokens, params.max_tokens)):
             if tally is not None:
                 tally.received += 1
@@ -80,6 +83,20 @@ def test_a_busier_tenant_still_hits_the_cache_and_priority_reaches_the_engine(ge
     assert status == "miss" and generator.llm.calls == [("llm_small-v1", 100)]
     again, status = asyncio.run(answer(priority=98))  # two more requests of the tenant in flight: lower priority
     assert status == "hit" and again == first and len(generator.llm.calls) == 1
+
+
+def test_whole_word_streaming_reaches_the_engine_and_is_not_a_cache_key_field(generator: Generator) -> None:
+    plan = generator.prepare(chat(), tenant="t")
+    key = generator._cache_key(prepared(generator))
+    plan.admitted(tenant="t", priority=0, cacheable=True, whole_words=True)
+    assert generator._cache_key(plan) == key
+
+    async def answer() -> None:
+        async for _ in generator.run(plan, "req"):
+            pass
+
+    asyncio.run(answer())
+    assert generator.llm.whole_words == [True]
 
 
 def test_prefix_cache_salt_is_per_tenant_but_not_a_cache_key_field(generator: Generator) -> None:
@@ -146,7 +163,8 @@ class EchoLLM:
         self.prompts: dict[str, list[int]] = {}
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
-                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     tally: TokenTally | None = None, priority: int = 0,
+                     whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         self.prompts[model_name or ""] = list(prompt_ids)
         if model_name in self.fail:
             raise self.fail[model_name]

@@ -436,6 +436,15 @@ def test_output_guard_redacts_pii_locally_and_releases_text_as_it_arrives() -> N
     assert not safety.calls[0].cancelled  # a stream that ended cleanly is not cancelled (no error on the server)
 
 
+def test_the_engine_may_stream_whole_words_only_when_the_output_guard_runs() -> None:
+    """The guard releases text up to its last whitespace, so the engine may send a response per word; without the
+    guard the client sees every token as it comes."""
+    guarded = ChatPipeline(output_guard=OutputGuard(Stage(_spec("output_guard")), FakeSafety()))
+    run = asyncio.run(guarded.before_generate(_chat("hi"), tenant="default", request_id="r"))
+    assert run.whole_words
+    assert not asyncio.run(ChatPipeline().before_generate(_chat("hi"), tenant="default", request_id="r")).whole_words
+
+
 def test_a_tenants_policy_from_the_safety_service_applies() -> None:
     kept = FakeSafety(policy={"allow_list": [r"@example\.org$"], "actions": {"pii.phone": "off"}})
     events = _collect(OutputGuard(Stage(_spec("output_guard")), kept),

@@ -147,7 +147,8 @@ class FakeTriton:
         self.ready = True
 
     async def stream(self, request_id: str, prompt_ids: list[int], params: LLMParams, model_name: str | None = None,
-                     tally: TokenTally | None = None, priority: int = 0) -> AsyncIterator[LLMChunk]:
+                     tally: TokenTally | None = None, priority: int = 0,
+                     whole_words: bool = False) -> AsyncIterator[LLMChunk]:
         self.calls += 1
         try:
             await asyncio.sleep(self.delay_s)

@@ -1,6 +1,7 @@
 import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from engine.streaming import StreamInterval
+from engine.streaming import WORD_HOLD_TOKENS, StreamInterval, word_breaks
 
 
 def test_tiers_pick_the_interval_of_the_highest_threshold_passed() -> None:
@@ -18,13 +19,15 @@ def test_a_malformed_tier_is_refused_with_its_text(spec: str) -> None:
         StreamInterval.parse(spec)
 
 
-def _sends(policy: StreamInterval, running: int, steps: list[int]) -> list[int]:
-    """Tokens per response for a stream whose steps produce `steps` tokens each (the last token not special)."""
+def _sends(policy: StreamInterval, running: int, steps: list[int], breaks: list[bool] | None = None) -> list[int]:
+    """Tokens per response for a stream whose steps produce `steps` tokens each (the last token not special);
+    `breaks`: a whole-words stream, whether each step's token holds whitespace."""
     sent, waiting, generated, responses = 0, 0, 0, []
-    for new in steps:
+    for step, new in enumerate(steps):
         generated += new
         waiting += new
-        if policy.due(generated, waiting, running):
+        if policy.due(generated, waiting, running, words=breaks is not None,
+                      breaks_word=breaks is not None and breaks[step]):
             responses.append(waiting)
             sent, waiting = sent + waiting, 0
     return responses
@@ -36,3 +39,31 @@ def test_the_first_two_tokens_go_out_one_by_one_then_the_load_interval() -> None
     assert _sends(policy, 10, [1] * 6) == [1, 1, 2, 2]
     assert _sends(policy, 1, [1] * 3) == [1, 1, 1]
     assert _sends(policy, 40, [3, 1, 1, 1, 1]) == [3, 4]  # a first step of several tokens goes out at once
+
+
+def test_a_whole_words_stream_sends_at_each_token_that_ends_a_word() -> None:
+    policy = StreamInterval.parse("8:2,32:4")
+    #        He  llo  ␣wor ld  ␣is  ␣a  ␣te  st  .
+    breaks = [False, False, True, False, True, True, True, False, False]
+    assert _sends(policy, 1, [1] * 9, breaks) == [1, 1, 1, 2, 1, 1]  # "He", "llo", " wor", "ld is", " a", " te"
+    assert _sends(policy, 10, [1] * 9, breaks) == [1, 1, 3, 2]  # under load: at least the interval, at a word end
+    assert _sends(policy, 1, [1] * 20, [False] * 20) == [1, 1, WORD_HOLD_TOKENS, WORD_HOLD_TOKENS]  # no spaces
+
+
+def _metaspace_tokenizer() -> Tokenizer:
+    """A SentencePiece-style vocabulary: "▁" marks a word's start, and decoding drops a sequence's leading space."""
+    vocab = {"<unk>": 0, "▁the": 1, "▁cap": 2, "ital": 3, ".": 4, "\n": 5, "▁": 6}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    return tokenizer
+
+
+def test_word_breaks_are_tokens_holding_whitespace_after_other_text(demo_tokenizer) -> None:
+    breaks = word_breaks(_metaspace_tokenizer(), 9)
+    assert breaks.tolist() == [False, True, True, False, False, True, True, False, False]  # 7, 8: unused ids
+    tokenizer = demo_tokenizer.tokenizer  # byte-level BPE: "Ġ" and "Ċ" are a space and a newline
+    breaks = word_breaks(tokenizer, tokenizer.get_vocab_size())
+    pieces = [(tokenizer.id_to_token(i), bool(breaks[i]))
+              for i in tokenizer.encode("Hello there.\nThe end", add_special_tokens=False).ids]
+    assert pieces and all(is_break == (piece[0] in "ĠĊ") for piece, is_break in pieces), pieces

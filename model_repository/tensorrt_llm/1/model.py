@@ -14,10 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
 
 from engine.engine import Engine, EngineConfig
 from engine.guided import Guide, GuidedDecoding
@@ -25,7 +27,7 @@ from engine.model import load_checkpoint
 from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
 from engine.scheduler import ScheduledBatch
-from engine.streaming import StreamInterval
+from engine.streaming import STREAM_WORDS_PARAMETER, StreamInterval, word_breaks
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -46,6 +48,22 @@ def _optional(request, name: str):
 def _scalar(request, name: str, default, cast):
     values = _optional(request, name)
     return default if values is None or values.size == 0 else cast(values[0])
+
+
+def _parameters(request) -> dict:
+    """The request's parameters (not tensors: Triton's per-request key/value map), {} when it has none."""
+    try:
+        return json.loads(request.parameters() or "{}")
+    except (AttributeError, ValueError):
+        return {}
+
+
+def _word_breaks(checkpoint_dir: str, vocab_size: int) -> np.ndarray | None:
+    """Which token ids end a word (engine/streaming.py); None, so whole-word streaming is off, without a tokenizer."""
+    path = Path(checkpoint_dir) / "tokenizer.json"
+    if not path.exists():
+        return None
+    return word_breaks(Tokenizer.from_file(str(path)), vocab_size)
 
 
 def _text(request, name: str) -> str | None:
@@ -110,8 +128,9 @@ class _ResponseSink:
     """Adapts one Triton request to the engine's OutputSink."""
 
     def __init__(self, model: TritonPythonModel, request, prompt_ids: list[int], streaming: bool,
-                 exclude_input: bool, arrival_ns: int, logprobs: int | None = None) -> None:
+                 exclude_input: bool, arrival_ns: int, logprobs: int | None = None, words: bool = False) -> None:
         self._model = model
+        self._words = words and model.word_breaks is not None  # stream whole words (engine/streaming.py)
         self._request = request
         self._sender = request.get_response_sender()
         self._prompt_ids = prompt_ids
@@ -197,7 +216,9 @@ class _ResponseSink:
             # The first two tokens go out at once (TTFT, and the end of the first word for a client that shows
             # whole words); under load later tokens are coalesced into fewer responses, since each response costs
             # the Python backend a fixed ~0.1-0.3 ms (engine/streaming.py).
-            if output.finished or self._model.stream_due(self._tokens_sent, len(self._collected)):
+            breaks = self._words and bool(self._model.word_breaks[output.new_token_ids].any())
+            if output.finished or self._model.stream_due(self._tokens_sent, len(self._collected), self._words,
+                                                          breaks):
                 self._send(self._collected, FINAL if output.finished else 0)
                 self._collected = []
             return
@@ -363,10 +384,13 @@ class TritonPythonModel:
         self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
         self.engine.step_listener = self.metrics.on_step
         self._stream_interval = StreamInterval.parse(params.get("stream_interval_tiers") or "8:2,32:4")
+        self.word_breaks = _word_breaks(params["checkpoint_dir"], model.args.vocab_size)
         self.engine.start()
 
-    def stream_due(self, tokens_generated: int, tokens_waiting: int) -> bool:
-        return self._stream_interval.due(tokens_generated, tokens_waiting, len(self.engine.scheduler.running))
+    def stream_due(self, tokens_generated: int, tokens_waiting: int, words: bool = False,
+                   breaks_word: bool = False) -> bool:
+        return self._stream_interval.due(tokens_generated, tokens_waiting, len(self.engine.scheduler.running),
+                                         words=words, breaks_word=breaks_word)
 
     def execute(self, requests: list) -> None:
         for request in requests:
@@ -411,7 +435,8 @@ class TritonPythonModel:
             cache_salt_id=_scalar(request, "cache_salt_id", None, int), guide=_guide(request), logprobs=logprobs)
         sink = _ResponseSink(self, request, prompt, streaming=_scalar(request, "streaming", False, bool),
                              exclude_input=_scalar(request, "exclude_input_in_output", False, bool),
-                             arrival_ns=arrival_ns, logprobs=logprobs)
+                             arrival_ns=arrival_ns, logprobs=logprobs,
+                             words=bool(_parameters(request).get(STREAM_WORDS_PARAMETER, False)))
         return generation, sink
 
     def finalize(self) -> None:

@@ -53,6 +53,7 @@ class PipelineRun:
     citations: list[dict] | None = None  # set when the request asked for retrieval
     pii: bool = False
     blocked_by_output: list[str] | None = None  # the output guard stopped the answer (its categories)
+    whole_words: bool = False  # the output guard runs: it releases text up to the last whitespace only
 
     def finished(self, reason: str, categories: list[str]) -> None:
         if reason == "content_filter":
@@ -61,7 +62,7 @@ class PipelineRun:
     def apply(self, prepared: PreparedGeneration, priority: int) -> None:
         """Completes the plan with what the stages found (the tenant they ran for; never cache content the input
         guard found PII in) and the engine priority metering gave."""
-        prepared.admitted(tenant=self.tenant, priority=priority, cacheable=not self.pii)
+        prepared.admitted(tenant=self.tenant, priority=priority, cacheable=not self.pii, whole_words=self.whole_words)
 
     def headers(self) -> dict[str, str]:
         return {DEGRADED_HEADER: ",".join(self.degraded)} if self.degraded else {}
@@ -112,7 +113,7 @@ class ChatPipeline:
     async def before_generate(self, chat: ChatRequest, *, tenant: str, request_id: str) -> PipelineRun:
         """Input guard, then retrieve. Raises ApiError: 400 (blocked, retrieval not available), 503 (a fail-closed
         stage is down)."""
-        run = PipelineRun(chat, tenant, request_id)
+        run = PipelineRun(chat, tenant, request_id, whole_words=self.output_guard is not None)
         note_request(chat.model, tenant)
         if chat.retrieval is not None and self.retrieve is None:
             raise invalid("'retrieval' is not available: this deployment does not run the retrieve stage.",
