@@ -15,6 +15,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+# Tokens per block. A sequence wastes on average half a block (its last one is partly filled): 8 keeps that under
+# 2.5% of a few-hundred-token context (16: ~4.6% on the engine bench's mixed workload) for ~1-2% of throughput.
+DEFAULT_BLOCK_SIZE = 8
+
 
 @dataclass(slots=True, eq=False)
 class Block:
@@ -84,7 +88,7 @@ class PrefixStats:
 @dataclass
 class BlockManager:
     num_blocks: int
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     enable_prefix_caching: bool = True
     blocks: list[Block] = field(init=False)
 

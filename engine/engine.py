@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.block_manager import BlockManager
+from engine.block_manager import DEFAULT_BLOCK_SIZE, BlockManager
 from engine.guided import GuidedDecoding, GuideError, MaskFill
 from engine.logprobs import TokenLogprob, raw_log_softmax, token_logprobs
 from engine.model import Llama
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     kv_cache_bytes: int = 256 * 1024 * 1024  # the pool's memory budget (cf. max_tokens_in_paged_kv_cache)
     num_blocks: int | None = None  # overrides kv_cache_bytes when set
     max_num_seqs: int = 64

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from engine.engine import Engine, EngineConfig
 from engine.model import Llama
 from engine.request import GenerationRequest
@@ -28,7 +29,7 @@ from services.bench.workload import RequestSpec
 MODES = ("sequential", "static", "static_shrinking", "inflight")
 
 
-def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, block_size: int = 16,
+def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
                max_num_batched_tokens: int = 512, prefix_caching: bool = True) -> Engine:
     """An engine whose KV pool holds `concurrency` of the longest requests at once, so no mode is preempted for lack
     of memory (any preemption still shows in the stats)."""

@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from services.common.circuit_breaker import BreakerState, CircuitBreaker
 
 STRATEGIES = ("affinity", "random")
@@ -38,8 +39,8 @@ conversation_affinity: ContextVar[str | None] = ContextVar("sluice_conversation_
 @dataclass(frozen=True, slots=True)
 class ReplicaPolicy:
     strategy: str = "affinity"
-    affinity_blocks: int = 4  # KV blocks of the prompt's start that make its key
-    kv_block_size: int = 16  # the engine's block size in tokens (the model repository's kv_block_size)
+    affinity_blocks: int = 8  # KV blocks of the prompt's start that make its key (64 tokens of 8)
+    kv_block_size: int = DEFAULT_BLOCK_SIZE  # the engine's block size in tokens (the model repository's kv_block_size)
     load_factor: float = 1.25  # bounded load: skip a replica above load_factor × mean in-flight + 1
     failure_threshold: int = 1  # failures before the first token that mark a replica down
     cool_down_s: float = 5.0  # a down replica gets a trial request after this long (if its probe says ready)

@@ -106,7 +106,7 @@ def triton_llm_for(settings: Settings) -> TritonLLM | ReplicatedLLM:
     """The orchestrator's LLM client: one Triton, or (SLUICE_TRITON_REPLICAS > 1) every replica, probed in the
     background, with per-replica gauges on the metrics endpoint. Call it from the event loop that serves."""
     if settings.triton_replicas == 1:
-        return TritonLLM(settings.triton_grpc_url)
+        return TritonLLM(settings.triton_grpc_url, kv_block_size=load_replica_policy(settings).kv_block_size)
     llm = ReplicatedLLM(settings.triton_grpc_urls, policy=load_replica_policy(settings))
     replicas = llm.selector.replicas
     METRICS.gauges.watch("sluice_triton_replica_in_flight", "LLM requests in flight per Triton replica", "replica",

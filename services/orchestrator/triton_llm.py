@@ -17,6 +17,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from engine.streaming import STREAM_WORDS_PARAMETER
 from services.common.errors import ApiError, unavailable
 from services.common.telemetry import start_triton_call
@@ -117,7 +118,7 @@ STOP_DRAIN_TIMEOUT_S = 2.0  # how long a stopped request may take to deliver its
 
 
 class TritonLLM:
-    def __init__(self, url: str, model_name: str = LLM_MODEL, kv_block_size: int = 16) -> None:
+    def __init__(self, url: str, model_name: str = LLM_MODEL, kv_block_size: int = DEFAULT_BLOCK_SIZE) -> None:
         self.url = url
         self.model_name = model_name
         self.kv_block_size = kv_block_size  # converts TensorRT-LLM's kv_cache_reused_blocks into tokens

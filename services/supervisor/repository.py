@@ -7,6 +7,7 @@ import string
 import sys
 from pathlib import Path
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from services.common.settings import REPO_ROOT, Settings
 from services.orchestrator.catalog import llm_slots
 
@@ -37,7 +38,7 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         # The checkout that rendered the repository: a model imports its code from here, whatever checkout the
         # environment's editable install points at.
         "repo_root": str(REPO_ROOT),
-        "kv_block_size": "16",
+        "kv_block_size": str(DEFAULT_BLOCK_SIZE),
         "kv_cache_bytes": str(settings.kv_cache_mb * 1024 * 1024),
         "enable_kv_cache_reuse": "true",
         "max_num_tokens": "512",

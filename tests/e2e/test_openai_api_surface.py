@@ -13,6 +13,7 @@ import jsonschema
 import openai
 import pytest
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from services.common.settings import Settings
 from tests.conftest import engine_metric
 
@@ -151,7 +152,8 @@ def test_sibling_choices_reuse_the_prompts_kv_blocks(client: openai.OpenAI, stac
     hits_before = engine_metric(stack, "sluice_engine_prefix_hit_tokens_total")
     reply = chat(client, stack, prompt, n=4, max_tokens=4, temperature=1.0)
     hits = engine_metric(stack, "sluice_engine_prefix_hit_tokens_total") - hits_before
-    reusable = (reply.usage.prompt_tokens - 1) // 16 * 16  # whole blocks, never the last prompt token
+    block = DEFAULT_BLOCK_SIZE
+    reusable = (reply.usage.prompt_tokens - 1) // block * block  # whole blocks, never the last prompt token
     print(f"n=4, prompt {reply.usage.prompt_tokens} tokens: {hits:.0f} prompt tokens served from cache "
           f"({reusable} reusable per sibling)")
     assert hits >= 3 * reusable > 0  # choices 1..3 prefill only the prompt's last, partial block

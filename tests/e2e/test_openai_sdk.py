@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from services.common.settings import Settings
 from tests.conftest import engine_metric
 
@@ -211,7 +212,7 @@ def test_repeated_prefix_is_served_from_the_kv_cache(client: openai.OpenAI, stac
     second = client.chat.completions.create(model=stack.model_name, messages=messages, max_tokens=4)
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert first.usage.prompt_tokens == second.usage.prompt_tokens
-    assert cached > 0 and cached % 16 == 0 and cached <= second.usage.prompt_tokens - 1
+    assert cached > 0 and cached % DEFAULT_BLOCK_SIZE == 0 and cached <= second.usage.prompt_tokens - 1
 
 
 def test_prefix_cache_is_per_tenant(stack: Settings, client: openai.OpenAI, tenant_keys) -> None:

@@ -11,9 +11,12 @@ import httpx
 import pytest
 
 from services.common.settings import Settings
+from services.orchestrator.replicas import ReplicaPolicy
 from services.supervisor.processes import PortInUseError
 from services.supervisor.stack import Stack
 from tests.conftest import stack_settings
+
+AFFINITY_TOKENS = ReplicaPolicy().affinity_blocks * ReplicaPolicy().kv_block_size
 
 SYSTEM = ("You are the harbour master of a quiet village by the ocean. Answer questions about boats, tides, the "
           "market and the weather in a calm and friendly voice, and keep every answer short and simple.")
@@ -65,7 +68,7 @@ def test_two_replicas_affinity_and_failover(replicated_stack) -> None:
     before = [prefix_hits(settings, i) for i in range(2)]
     usages = [ask(settings, key, question)["usage"] for question in ("Is the sea calm?", "When is the market?",
                                                                      "Where are the boats?")]
-    assert all(usage["prompt_tokens_details"]["cached_tokens"] >= 4 * 16 for usage in usages[1:])
+    assert all(usage["prompt_tokens_details"]["cached_tokens"] >= AFFINITY_TOKENS for usage in usages[1:])
     gained = [prefix_hits(settings, i) - before[i] for i in range(2)]
     holder = 0 if gained[0] > 0 else 1
     assert gained[1 - holder] == 0  # the other replica never saw the prefix

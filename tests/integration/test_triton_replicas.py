@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from services.common.settings import Settings
+from services.orchestrator.replicas import ReplicaPolicy
 from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.triton_llm import LLMParams
 from services.retrieval.embedding_client import EmbeddingClient
@@ -19,6 +20,8 @@ from services.safety.classifier_client import TritonClassifier
 from services.supervisor.processes import PortInUseError
 from services.supervisor.replicas import TritonReplicas
 from tests.conftest import stack_settings
+
+AFFINITY_TOKENS = ReplicaPolicy().affinity_blocks * ReplicaPolicy().kv_block_size  # the prompt start keying a replica
 
 SYSTEM = ("You are the harbour master of a quiet village by the ocean. Answer questions about boats, tides, the "
           "market and the weather in a calm and friendly voice, and keep every answer short and simple.")
@@ -70,7 +73,7 @@ async def ask_all(settings: Settings, demo_tokenizer, questions: list[str]) -> t
 
 def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, demo_tokenizer) -> None:
     settings, running = replicas
-    assert len(demo_tokenizer.encode(SYSTEM)) > 4 * 16  # the affinity key lies inside the system prompt
+    assert len(demo_tokenizer.encode(SYSTEM)) > AFFINITY_TOKENS  # the affinity key lies inside the system prompt
     before = [prefix_hits(settings, i) for i in range(2)]
     answers, sent = asyncio.run(ask_all(settings, demo_tokenizer, QUESTIONS))
     assert all(answers)
@@ -78,7 +81,7 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     chosen = 0 if gained[0] > 0 else 1
     assert sent[settings.triton_grpc_urls[chosen]] == len(QUESTIONS)
     assert gained[1 - chosen] == 0
-    assert gained[chosen] >= (len(QUESTIONS) - 1) * 4 * 16  # every request after the first reused the system prompt
+    assert gained[chosen] >= (len(QUESTIONS) - 1) * AFFINITY_TOKENS  # every request after the first reused the prefix
 
     running.processes[chosen].popen.kill()  # SIGKILL: no goodbye, connections refused from now on
     running.processes[chosen].popen.wait(10)

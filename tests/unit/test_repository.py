@@ -197,3 +197,15 @@ models:
     assert slots == {"tensorrt_llm": str(checkpoints["big"].resolve()),
                      "tensorrt_llm_small": str(checkpoints["small"].resolve())}
     assert not (repo / "tensorrt_llm_absent").exists()  # a deployment without its checkpoint is not served
+
+
+def test_the_orchestrator_converts_reused_blocks_with_the_engines_block_size() -> None:
+    """The LLM slot reports prefix hits in KV blocks (TensorRT-LLM's kv_cache_reused_blocks); the orchestrator turns
+    them into cached tokens with the catalog's kv_block_size, which must be the block size the repository renders."""
+    from services.orchestrator.replicated_llm import load_replica_policy, triton_llm_for
+    from services.supervisor.repository import template_values
+
+    shipped = Settings(catalog_path=Path("config/catalog.yaml"))
+    rendered = int(template_values(shipped, "cpu")["kv_block_size"])
+    assert load_replica_policy(shipped).kv_block_size == rendered
+    assert triton_llm_for(shipped).kv_block_size == rendered

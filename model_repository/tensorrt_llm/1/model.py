@@ -21,6 +21,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
+from engine.block_manager import DEFAULT_BLOCK_SIZE
 from engine.engine import Engine, EngineConfig
 from engine.guided import Guide, GuidedDecoding
 from engine.model import load_checkpoint
@@ -369,7 +370,7 @@ class TritonPythonModel:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, _ = load_checkpoint(params["checkpoint_dir"], dtype=torch.float32, device=device)
         config = EngineConfig(
-            block_size=int(params.get("kv_block_size") or 16),
+            block_size=int(params.get("kv_block_size") or DEFAULT_BLOCK_SIZE),
             kv_cache_bytes=int(params.get("kv_cache_bytes") or 256 * 1024 * 1024),
             max_num_seqs=int(params.get("max_num_seqs") or 64),
             max_num_batched_tokens=int(params.get("max_num_batched_tokens") or 512),
