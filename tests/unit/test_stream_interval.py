@@ -22,12 +22,13 @@ def test_a_malformed_tier_is_refused_with_its_text(spec: str) -> None:
 def _sends(policy: StreamInterval, running: int, steps: list[int], breaks: list[bool] | None = None) -> list[int]:
     """Tokens per response for a stream whose steps produce `steps` tokens each (the last token not special);
     `breaks`: a whole-words stream, whether each step's token holds whitespace."""
-    sent, waiting, generated, responses = 0, 0, 0, []
+    sent, waiting, generated, responses, ended = 0, 0, 0, [], False
     for step, new in enumerate(steps):
         generated += new
         waiting += new
-        if policy.due(generated, waiting, running, words=breaks is not None,
-                      breaks_word=breaks is not None and breaks[step]):
+        ended = ended or (breaks is not None and breaks[step])
+        if policy.due(generated, waiting, running, words=breaks is not None, word_ended=ended):
+            ended = False
             responses.append(waiting)
             sent, waiting = sent + waiting, 0
     return responses
@@ -46,7 +47,9 @@ def test_a_whole_words_stream_sends_at_each_token_that_ends_a_word() -> None:
     #        He  llo  ␣wor ld  ␣is  ␣a  ␣te  st  .
     breaks = [False, False, True, False, True, True, True, False, False]
     assert _sends(policy, 1, [1] * 9, breaks) == [1, 1, 1, 2, 1, 1]  # "He", "llo", " wor", "ld is", " a", " te"
-    assert _sends(policy, 10, [1] * 9, breaks) == [1, 1, 3, 2]  # under load: at least the interval, at a word end
+    # under load at least the interval, once a word has ended among them: " wor" waits for "ld", " is" and " a" go
+    # together, " te" for "st"
+    assert _sends(policy, 10, [1] * 9, breaks) == [1, 1, 2, 2, 2]
     assert _sends(policy, 1, [1] * 20, [False] * 20) == [1, 1, WORD_HOLD_TOKENS, WORD_HOLD_TOKENS]  # no spaces
 
 

@@ -132,6 +132,7 @@ class _ResponseSink:
                  exclude_input: bool, arrival_ns: int, logprobs: int | None = None, words: bool = False) -> None:
         self._model = model
         self._words = words and model.word_breaks is not None  # stream whole words (engine/streaming.py)
+        self._word_ended = False  # a token waiting to be sent holds whitespace
         self._request = request
         self._sender = request.get_response_sender()
         self._prompt_ids = prompt_ids
@@ -217,11 +218,13 @@ class _ResponseSink:
             # The first two tokens go out at once (TTFT, and the end of the first word for a client that shows
             # whole words); under load later tokens are coalesced into fewer responses, since each response costs
             # the Python backend a fixed ~0.1-0.3 ms (engine/streaming.py).
-            breaks = self._words and bool(self._model.word_breaks[output.new_token_ids].any())
+            if self._words and not self._word_ended:
+                self._word_ended = bool(self._model.word_breaks[output.new_token_ids].any())
             if output.finished or self._model.stream_due(self._tokens_sent, len(self._collected), self._words,
-                                                          breaks):
+                                                          self._word_ended):
                 self._send(self._collected, FINAL if output.finished else 0)
                 self._collected = []
+                self._word_ended = False
             return
         if output.finished:
             self._send(self._collected if self._exclude_input else self._prompt_ids + self._collected, FINAL)
@@ -389,9 +392,9 @@ class TritonPythonModel:
         self.engine.start()
 
     def stream_due(self, tokens_generated: int, tokens_waiting: int, words: bool = False,
-                   breaks_word: bool = False) -> bool:
+                   word_ended: bool = False) -> bool:
         return self._stream_interval.due(tokens_generated, tokens_waiting, len(self.engine.scheduler.running),
-                                         words=words, breaks_word=breaks_word)
+                                         words=words, word_ended=word_ended)
 
     def execute(self, requests: list) -> None:
         for request in requests:
