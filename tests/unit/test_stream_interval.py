@@ -47,9 +47,9 @@ def test_a_whole_words_stream_sends_at_each_token_that_ends_a_word() -> None:
     #        He  llo  ␣wor ld  ␣is  ␣a  ␣te  st  .
     breaks = [False, False, True, False, True, True, True, False, False]
     assert _sends(policy, 1, [1] * 9, breaks) == [1, 1, 1, 2, 1, 1]  # "He", "llo", " wor", "ld is", " a", " te"
-    # under load at least the interval, once a word has ended among them: " wor" waits for "ld", " is" and " a" go
-    # together, " te" for "st"
-    assert _sends(policy, 10, [1] * 9, breaks) == [1, 1, 2, 2, 2]
+    # a word is already ~2 tokens: under load responses take half the interval, once a word has ended among them
+    assert _sends(policy, 10, [1] * 9, breaks) == [1, 1, 1, 2, 1, 1]  # interval 2: word by word
+    assert _sends(policy, 40, [1] * 9, breaks) == [1, 1, 2, 2, 2]  # interval 4: " wor" waits for "ld", " is" + " a"
     assert _sends(policy, 1, [1] * 20, [False] * 20) == [1, 1, WORD_HOLD_TOKENS, WORD_HOLD_TOKENS]  # no spaces
 
 
