@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -208,4 +209,12 @@ def test_the_orchestrator_converts_reused_blocks_with_the_engines_block_size() -
     shipped = Settings(catalog_path=Path("config/catalog.yaml"))
     rendered = int(template_values(shipped, "cpu")["kv_block_size"])
     assert load_replica_policy(shipped).kv_block_size == rendered
-    assert triton_llm_for(shipped).kv_block_size == rendered
+
+    async def client_block_size() -> int:  # the client is built inside the loop that would serve with it
+        llm = triton_llm_for(shipped)
+        try:
+            return llm.kv_block_size
+        finally:
+            await llm.close()
+
+    assert asyncio.run(client_block_size()) == rendered
