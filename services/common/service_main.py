@@ -20,13 +20,24 @@ from services.common.settings import Settings
 from services.common.telemetry import setup_tracing
 
 
+def server_options(max_receive_mb: int) -> list[tuple[str, int]]:
+    """Channel arguments of every Sluice gRPC server. SO_REUSEPORT is off: gRPC turns it on by default, and then a
+    second server (a leftover process, another stack) binds the same port and the kernel splits new connections
+    between the two, so a client reaches a service that is not the one it was configured for. With it off the second
+    bind fails at start."""
+    return [("grpc.max_receive_message_length", max_receive_mb * 1024 * 1024), ("grpc.so_reuseport", 0)]
+
+
 async def start_serving(server: grpc.aio.Server, address: str, service_names: tuple[str, ...], what: str) -> int:
     """Adds health checking and reflection for `service_names`, binds `address` (port 0: any free port), starts the
     server and reports every service SERVING. Returns the bound port."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises "Failed to bind" where older releases returned 0
+        raise OSError(f"cannot bind the {what} to {address}: {exc}") from exc
     if port == 0:
         raise OSError(f"cannot bind the {what} to {address}")
     await server.start()

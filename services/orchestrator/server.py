@@ -24,7 +24,7 @@ from sluice.v1 import (
 
 from services.common.db import create_db_engine
 from services.common.metrics import record_rate_limited, watch_circuits, watch_in_flight
-from services.common.service_main import run_service, start_serving, wait_for_stop_signal
+from services.common.service_main import run_service, server_options, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.orchestrator.catalog import load_catalog
@@ -92,7 +92,7 @@ async def create_server(settings: Settings, address: str | None = None,
     auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
     stalled = StalledStreamInterceptor(settings.stream_idle_timeout_s)  # ends streams the client stopped reading
     server = grpc.aio.server(interceptors=[stalled, *server_interceptors("orchestrator", settings), auth],
-                             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+                             options=server_options(16))
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_urls))  # `embedder`, on any replica
     pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml

@@ -8,7 +8,7 @@ import logging
 import grpc
 from sluice.v1 import retrieval_pb2, retrieval_pb2_grpc
 
-from services.common.service_main import run_service, start_serving, wait_for_stop_signal
+from services.common.service_main import run_service, server_options, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.retrieval.embedding_client import EmbeddingClient
@@ -32,7 +32,7 @@ async def create_server(settings: Settings, address: str | None = None,
     embedder = EmbeddingClient(settings.triton_grpc_urls)  # any Triton replica
     service = RetrievalService(store, Indexer(store, embedder), HybridSearcher(store, embedder))
     server = grpc.aio.server(interceptors=server_interceptors("retrieval", settings),
-                             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+                             options=server_options(64))
     retrieval_pb2_grpc.add_RetrievalServicer_to_server(service, server)
     port = await start_serving(server, address or settings.retrieval_url, (SERVICE_NAME,), "retrieval service")
     return server, port, store, embedder

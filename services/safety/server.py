@@ -11,7 +11,7 @@ import grpc
 from sluice.v1 import safety_pb2, safety_pb2_grpc
 
 from services.common.metrics import record_safety
-from services.common.service_main import run_service, start_serving, wait_for_stop_signal
+from services.common.service_main import run_service, server_options, start_serving, wait_for_stop_signal
 from services.common.settings import Settings
 from services.common.telemetry import server_interceptors
 from services.safety.checker import check_messages
@@ -154,7 +154,7 @@ async def create_server(settings: Settings, address: str | None = None, classifi
     service = SafetyService(classifier or TritonClassifier(settings.triton_grpc_urls),  # any replica
                             policies or store_for_url(settings.db_url))
     server = grpc.aio.server(interceptors=server_interceptors("safety", settings),
-                             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+                             options=server_options(16))
     safety_pb2_grpc.add_SafetyServicer_to_server(service, server)
     port = await start_serving(server, address or f"{settings.host}:{settings.safety_port}", (SERVICE_NAME,),
                                "safety service")

@@ -202,9 +202,13 @@ def start(settings: Settings, store_path: Path | None = None) -> tuple[Receiver,
     forwarder = Forwarder(settings.otlp_endpoint) if settings.otlp_endpoint else None
     receiver = Receiver(store, forwarder=forwarder)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                              options=[("grpc.max_receive_message_length", MAX_BODY_BYTES)])
+                              options=[("grpc.max_receive_message_length", MAX_BODY_BYTES), ("grpc.so_reuseport", 0)])
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver), grpc_server)
-    if grpc_server.add_insecure_port(f"{settings.host}:{settings.otlp_grpc_port}") == 0:
+    try:  # SO_REUSEPORT off (see service_main.server_options): a second receiver on the port fails here
+        bound = grpc_server.add_insecure_port(f"{settings.host}:{settings.otlp_grpc_port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
         raise OSError(f"cannot bind the OTLP/gRPC receiver to port {settings.otlp_grpc_port}")
     grpc_server.start()
     http_server = ThreadingHTTPServer((settings.host, settings.otlp_http_port), _handler(receiver))
