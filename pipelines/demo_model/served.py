@@ -42,7 +42,29 @@ PERSONA_PROMPTS = ("You are a helpful assistant.", "You are Sluice, a concise as
                    "You answer questions for the staff of a small company.")
 
 
+# Training names are half syllable words and half letter strings drawn from the whole alphabet: with only ~60
+# syllables the model learns which tokens make a name and recalls them, instead of copying the name out of the
+# passage (run 2: 65% right on training syllables, 5% on held-out ones). Letter strings never hold a held-out
+# syllable, so evaluation names stay unseen.
+RANDOM_NAME_SHARE = 0.5
+_CONSONANTS = "bcdfghjklmnprstvwxyz"
+_ONSETS = tuple(_CONSONANTS) + ("br", "ch", "dr", "fl", "gr", "kl", "pr", "sh", "st", "th", "tr", "vl", "zh")
+_VOWELS = ("a", "e", "i", "o", "u", "y", "ae", "ai", "ei", "ia", "io", "ou")
+
+
+def letter_word(rng: random.Random, parts: tuple[int, int] = (2, 3)) -> str:
+    """A pronounceable word from any letters (``parts`` syllables, sometimes a closing consonant)."""
+    while True:
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(*parts)))
+        if rng.random() < 0.4:
+            word += rng.choice(_CONSONANTS)
+        if not any(held in word for held in SYLLABLES[1]):
+            return word.capitalize()
+
+
 def syllable_word(rng: random.Random, split: int, parts: tuple[int, int] = (2, 3)) -> str:
+    if split == 0 and rng.random() < RANDOM_NAME_SHARE:
+        return letter_word(rng, parts)
     return "".join(rng.choice(SYLLABLES[split]) for _ in range(rng.randint(*parts))).capitalize()
 
 

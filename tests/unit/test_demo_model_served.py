@@ -116,3 +116,20 @@ def test_the_training_clock_counts_a_long_pause_as_its_cap(monkeypatch: pytest.M
     assert clock.tick() == 32.0
     now[0] += 1.5
     assert clock.tick() == 33.5
+
+
+def test_training_names_are_copied_not_recalled() -> None:
+    import random
+
+    rng = random.Random(7)
+    words = [served.syllable_word(rng, 0) for _ in range(4000)]
+    letters = [w for w in words if not _made_of(w.lower(), served.SYLLABLES[0])]
+    assert 0.35 < len(letters) / len(words) < 0.65  # half the training names come from the whole alphabet
+    assert len({w[:3] for w in letters}) > 300  # far more beginnings than the syllable lists give
+    assert not any(held in w.lower() for w in letters for held in served.SYLLABLES[1])
+
+
+def _made_of(word: str, syllables: list[str]) -> bool:
+    if not word:
+        return True
+    return any(word.startswith(s) and _made_of(word[len(s):], syllables) for s in syllables)
