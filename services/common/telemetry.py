@@ -347,19 +347,24 @@ def client_span(name: str, attributes: dict[str, Any] | None = None) -> Iterator
 def traced_stream(name: str, events: AsyncIterator[Any], *, attributes: dict[str, Any] | None = None,
                   on_event: Callable[[Span, Any], None] | None = None,
                   on_end: Callable[[Span, str, float], None] | None = None,
-                  final: Callable[[Any], bool] | None = None) -> AsyncIterator[Any]:
+                  final: Callable[[Any], bool] | None = None, span: Span | None = None) -> AsyncIterator[Any]:
     """Wraps an async stream in a span that starts at its first item and ends when it ends. The parent is the
     span current *now* (not whoever iterates), and the span is current only while `events` runs, never across the
     consumer's code, so stream stages that wrap each other stay siblings. `on_end(span, outcome, seconds)` sees
-    outcome "ok", "error" or "cancelled" (closed early, unless the last item passed was `final`)."""
-    return _traced_stream(name, events, otel_context.get_current(), attributes, on_event, on_end, final)
+    outcome "ok", "error" or "cancelled" (closed early, unless the last item passed was `final`). `span`: one
+    already started for this stream (work it began earlier, e.g. an engine call made ahead of time); it is ended
+    here like a span of its own."""
+    return _traced_stream(name, events, otel_context.get_current(), attributes, on_event, on_end, final, span)
 
 
 async def _traced_stream(name: str, events: AsyncIterator[Any], parent: otel_context.Context,
                          attributes: dict[str, Any] | None, on_event: Callable[[Span, Any], None] | None,
                          on_end: Callable[[Span, str, float], None] | None,
-                         final: Callable[[Any], bool] | None) -> AsyncIterator[Any]:
-    span = tracer().start_span(name, context=parent, attributes=attributes)
+                         final: Callable[[Any], bool] | None, span: Span | None = None) -> AsyncIterator[Any]:
+    if span is None:
+        span = tracer().start_span(name, context=parent, attributes=attributes)
+    elif attributes:
+        span.set_attributes(attributes)
     current = trace.set_span_in_context(span, parent)
     started = time.perf_counter()
     outcome = "ok"

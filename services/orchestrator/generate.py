@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -14,6 +15,7 @@ from services.common.errors import ApiError, invalid
 from services.orchestrator.accounting import current_account, current_stream_tokens
 from services.orchestrator.catalog import Deployment, ModelCatalog, ModelEntry
 from services.orchestrator.chat_request import ChatRequest
+from services.orchestrator.head_start import HeadStart
 from services.orchestrator.logprobs import TokenLogprobs
 from services.orchestrator.prefix_cache import cache_salt_id
 from services.orchestrator.replicated_llm import ReplicatedLLM
@@ -122,6 +124,7 @@ class PreparedGeneration:
     route: RouteDecision | None = None  # which deployment serves it, and why; updated if run() falls back
     cache_status: str | None = None  # "hit" | "miss" once run() has looked
     output_redacted: bool = False  # set by the output guard: the answer must not be cached either
+    head_start: HeadStart | None = None  # the engine stream opened while the input guard ran (head_start.py)
 
     @property
     def entry(self) -> ModelEntry:
@@ -177,7 +180,11 @@ class PreparedGeneration:
     def release(self) -> None:
         """Gives back the request's place in its deployment's in-flight count, if it still holds one. Generator.run
         does this when it ends; a caller that prepared a request and then does not run it (an error, a quota
-        rejection, a client gone before the stream started) calls it itself. Safe to call more than once."""
+        rejection, a client gone before the stream started) calls it itself. Safe to call more than once.
+        A head start nobody read is stopped too (its tokens are no longer counted: see discard_head_start)."""
+        if self.head_start is not None:
+            head, self.head_start = self.head_start, None
+            _background(head.discard())
         if self.route is not None and self.route.reservation is not None:
             self.route.reservation.release()
 
@@ -247,6 +254,34 @@ class Generator:
             prepared.release()
             raise
 
+    def start_early(self, prepared: PreparedGeneration, request_id: str) -> bool:
+        """Opens the engine stream of an admitted plan now, before the stages finish (head_start.py). Not for a
+        request the response cache would answer, nor one without a route. Returns whether it started."""
+        route = prepared.route
+        if prepared.head_start is not None or route is None:
+            return False
+        if (key := self._cache_key(prepared)) is not None and self.cache is not None and self.cache.get(key):
+            return False
+        if route.reservation is None or route.reservation.released:
+            route.reservation = self.router.reserve(route.deployment)
+        tally = TokenTally()
+        prepared.head_start = HeadStart(
+            self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
+                            model_name=route.deployment.triton_model, tally=tally, priority=prepared.priority,
+                            whole_words=prepared.plan.whole_words), tally)
+        return True
+
+    async def discard_head_start(self, prepared: PreparedGeneration) -> None:
+        """Stops a head start that will not be read (the input guard blocked or rewrote the prompt) and bills the
+        tokens the engine made for it to the request, so usage still equals the engine's output counter."""
+        head, prepared.head_start = prepared.head_start, None
+        if head is None:
+            return
+        await head.discard()
+        if head.tally.received and (account := current_account.get()) is not None:
+            deployment = prepared.route.deployment.name if prepared.route else prepared.entry.name
+            account.add_round(prompt=0, completion=head.tally.received, cached=0, deployment=deployment)
+
     def _tokenize(self, request: ChatRequest, entry: ModelEntry, deployment: Deployment, *,
                   tools: list[dict] | None, prefill: str, tenant: str | None) -> _Tokenized:
         if request.raw_prompt:  # /v1/completions: the prompt as the client wrote it, no persona, no template
@@ -299,6 +334,7 @@ class Generator:
                 hit = self.cache.get(key)
                 prepared.cache_status = "hit" if hit else "miss"
                 if hit is not None:
+                    await self.discard_head_start(prepared)
                     for text, count in hit.deltas:
                         yield TextDelta(text, count)
                     yield Finished(hit.finish_reason, Usage(hit.prompt_tokens, hit.completion_tokens))
@@ -332,7 +368,7 @@ class Generator:
         usage = Usage(prompt_tokens=len(prepared.prompt_ids))  # re-read below: a fallback may re-tokenise
         detok: IncrementalDetokenizer | None = None  # made at the first token: from the deployment that serves it
         stops = StopStringMatcher(prepared.stops)
-        tally = TokenTally()
+        tally = prepared.head_start.tally if prepared.head_start is not None else TokenTally()
         account = current_account.get()
         tokens = self._stream_with_fallback(prepared, request_id, tally)
         stopped = False
@@ -378,9 +414,13 @@ class Generator:
             if route is not None and (route.reservation is None or route.reservation.released):
                 route.reservation = self.router.reserve(deployment)  # routed without one (e.g. a test): count it now
             started, first_token_s, ok = time.monotonic(), None, False
-            tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
-                                     model_name=deployment.triton_model if deployment else None, tally=tally,
-                                     priority=prepared.priority, whole_words=prepared.plan.whole_words)
+            if (head := prepared.head_start) is not None:  # opened while the input guard ran: read it from there
+                prepared.head_start = None
+                started, tokens = head.started, head.chunks()
+            else:
+                tokens = self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
+                                         model_name=deployment.triton_model if deployment else None, tally=tally,
+                                         priority=prepared.priority, whole_words=prepared.plan.whole_words)
             try:
                 async for chunk in tokens:
                     if first_token_s is None:
@@ -416,3 +456,16 @@ class Generator:
         prepared.route = route
         prepared.plan = dataclasses.replace(plan, entry=route.entry, prompt_ids=prompt_ids,
                                             params=dataclasses.replace(plan.params, end_id=tokenizer.eos_token_id))
+
+
+_stopping: set[asyncio.Task] = set()  # discards running in the background, kept referenced until they end
+
+
+def _background(stop) -> None:
+    try:
+        task = asyncio.get_running_loop().create_task(stop)
+    except RuntimeError:  # no loop (a synchronous caller in a test): nothing was started on one either
+        stop.close()
+        return
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)

@@ -4,6 +4,10 @@
     count prompt tokens against the model's context window (400) → rate limits, TPM and quotas (403, 429) →
     admission (routing: 503 overloaded) → stages (input guard, retrieve) → the final generation plan
 
+A request the input guard is expected to pass unchanged (no retrieval, no PII the guard would redact) starts its
+generation when it is admitted, in parallel with the input guard: the engine prefills while the safety service
+checks, and nothing generated is read before the guard allows the prompt (head_start.py).
+
 Every check is cheaper than the one after it, and a request refused for size, quota or overload never reaches the
 safety, retrieval or Triton services. The API modules only translate their wire format to a ChatRequest and the
 events back; this module decides whether, and in what shape, the request runs.
@@ -32,6 +36,10 @@ class Planner(Protocol):
 
     def reprepare(self, prepared: PreparedGeneration, chat: ChatRequest) -> PreparedGeneration: ...
 
+    def start_early(self, prepared: PreparedGeneration, request_id: str) -> bool: ...
+
+    async def discard_head_start(self, prepared: PreparedGeneration) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
@@ -59,11 +67,16 @@ class RequestLifecycle:
         priority = await meter.admit(counted.model, counted.prompt_tokens, counted.max_tokens)
         prepared = planner.prepare(chat, tenant=tenant, request_id=request_id)  # routing and admission control
         try:
+            if self.pipeline.may_start_early(chat):  # prefill while the input guard runs; read only if it allows
+                self.pipeline.plan_for(prepared, tenant=tenant, priority=priority)
+                planner.start_early(prepared, request_id)
             run = await self.pipeline.before_generate(chat, tenant=tenant, request_id=request_id)
             if run.chat.messages != chat.messages:  # a stage rewrote the prompt: tokenise what the model will see
+                await planner.discard_head_start(prepared)
                 prepared = planner.reprepare(prepared, run.chat)
             run.apply(prepared, priority)
         except BaseException:
+            await planner.discard_head_start(prepared)  # refused (or the client left): the tokens are still billed
             prepared.release()
             raise
         return Admitted(run.chat, prepared, run)

@@ -108,8 +108,9 @@ def observe_generation(events: AsyncIterator[Any], chat: ChatRequest, prepared: 
         attributes["gen_ai.input.messages"] = json.dumps(
             [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in chat.messages])
     generation = _Generation(prepared, request, capture)
+    early = prepared.head_start.take_span() if prepared.head_start is not None else None  # started ahead
     stream = traced_stream("generate", events, attributes=attributes, on_event=generation.on_event,
-                           on_end=generation.on_end, final=_finished)
+                           on_end=generation.on_end, final=_finished, span=early)
     if guard is not None:
         stream = traced_stream("output_guard", guard(stream), attributes={"sluice.stage": "output_guard"},
                                on_end=lambda span, outcome, seconds: record_stage("output_guard", outcome, seconds),

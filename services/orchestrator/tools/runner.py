@@ -97,6 +97,13 @@ class ToolRunner:
     def reprepare(self, prepared: PreparedGeneration, chat: ChatRequest) -> PreparedGeneration:
         return self.generator.reprepare(prepared, chat)
 
+    def start_early(self, prepared: PreparedGeneration, request_id: str) -> bool:
+        """A plain first round may start while the stages run; a round with tools waits for them."""
+        return not prepared.tool_markup and self.generator.start_early(prepared, request_id)
+
+    async def discard_head_start(self, prepared: PreparedGeneration) -> None:
+        await self.generator.discard_head_start(prepared)
+
     def _specs(self, chat: ChatRequest, round_index: int) -> list[ToolSpec]:
         if chat.tool_choice.mode == "none":
             return []
