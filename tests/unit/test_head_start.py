@@ -76,8 +76,9 @@ class HeldSafety:
         return self._answer()
 
 
-def _spec() -> StageSpec:
-    return StageSpec("input_guard", "safety", "127.0.0.1:1", 5.0, FailurePolicy.FAIL_CLOSED, BreakerSpec(3, 30.0), {})
+def _spec(**options) -> StageSpec:
+    return StageSpec("input_guard", "safety", "127.0.0.1:1", 5.0, FailurePolicy.FAIL_CLOSED, BreakerSpec(3, 30.0),
+                     options)
 
 
 def _setup(demo_tokenizer, verdict: safety_pb2.Verdict) -> tuple[RequestLifecycle, Generator, ScriptedEngine,
@@ -189,3 +190,5 @@ def test_retrieval_waits_for_the_stages(demo_tokenizer) -> None:
     assert not lifecycle.pipeline.may_start_early(_chat(retrieval={"collections": ["docs"]}))
     assert not lifecycle.pipeline.may_start_early(_chat("x" * 5000))  # too long to pre-scan on the event loop
     assert not ChatPipeline().may_start_early(_chat())  # no input guard: nothing to overlap
+    switched_off = InputGuard(Stage(_spec(overlap_generation=False)), None)  # type: ignore[arg-type]
+    assert not ChatPipeline(input_guard=switched_off).may_start_early(_chat())

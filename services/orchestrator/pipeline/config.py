@@ -25,7 +25,8 @@ TARGETS: dict[str, Callable[[Settings], str]] = {
 # The service each stage speaks to: a stage must name a target that serves its API.
 STAGE_TARGETS = {"input_guard": {"safety"}, "retrieve": {"retrieval"}, "output_guard": {"safety"}}
 STAGE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "input_guard": {},
+    # start the generation while the guard runs and read it only once the guard allows the prompt (lifecycle.py)
+    "input_guard": {"overlap_generation": bool},
     "retrieve": {"token_budget": int, "max_top_k": int, "screen_passages": bool},
     # characters released before the classifier's verdict on them (0: none), the window it classifies, and how both
     # grow with the answers being moderated ("8:2,32:4")

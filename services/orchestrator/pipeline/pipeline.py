@@ -120,6 +120,8 @@ class ChatPipeline:
         a prompt holding PII would be redacted, and the model must not see it, not even in a discarded prefill."""
         if self.input_guard is None or chat.retrieval is not None:
             return False
+        if not self.input_guard.stage.spec.options.get("overlap_generation", True):
+            return False
         if sum(len(m.content) for m in chat.messages) > EARLY_START_MAX_CHARS:
             return False
         return not any(find_pii(m.content) for m in chat.messages if m.content)
