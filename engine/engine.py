@@ -42,6 +42,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     cache_salt: str = ""  # mixed into block hashes (model identity; tenants add their own)
     native_kernels: bool = True  # use engine/kernels where built and applicable (else the PyTorch fallback)
+    # The projections' (matrix products') dtype when it differs from the model's: "bfloat16" runs them on AMX /
+    # AVX-512-BF16 with float32 activations, norms, attention and KV cache. None: the model's dtype throughout.
+    matmul_dtype: str | None = None
     # Intra-op threads: a step computing at least parallel_min_tokens tokens uses max_threads, a smaller one a
     # single thread (its parallel regions would be too short to pay for waking a second thread, and on a small
     # machine that thread's core is often busy with the server around the engine). None: leave torch's setting.
@@ -90,7 +93,8 @@ class Engine:
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, KVPool.allocate(model, num_blocks, config.block_size, dtype, device),
-                                  native_kernels=config.native_kernels)
+                                  native_kernels=config.native_kernels,
+                                  matmul_dtype=getattr(torch, config.matmul_dtype) if config.matmul_dtype else None)
         self._salt = config.cache_salt.encode()
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._live: dict[str, Sequence] = {}

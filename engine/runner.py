@@ -182,22 +182,35 @@ class FusedLayer:
     down: torch.Tensor  # [D, I]
 
 
-def fuse_layers(model: Llama) -> list[FusedLayer]:
+def fuse_layers(model: Llama, matmul_dtype: torch.dtype | None = None) -> list[FusedLayer]:
+    """`matmul_dtype`: the projections' weights in this dtype (e.g. bfloat16 for AMX); norms stay as they are."""
+    def proj(weight: torch.Tensor) -> torch.Tensor:
+        weight = weight.detach()
+        return weight.to(matmul_dtype).contiguous() if matmul_dtype is not None else weight
+
     layers = []
     for layer in model.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(FusedLayer(
             input_norm=layer.input_layernorm.weight.detach(),
-            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().contiguous(),
-            o=attn.o_proj.weight.detach(),
+            qkv=proj(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()),
+            o=proj(attn.o_proj.weight),
             post_norm=layer.post_attention_layernorm.weight.detach(),
-            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().contiguous(),
-            down=mlp.down_proj.weight.detach()))
+            gate_up=proj(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous()),
+            down=proj(mlp.down_proj.weight)))
     return layers
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T in the weight's dtype, returned in x's: bfloat16 products on float32 activations."""
+    if weight.dtype == x.dtype:
+        return F.linear(x, weight)
+    return F.linear(x.to(weight.dtype), weight).to(x.dtype)
+
+
 class ModelRunner:
-    def __init__(self, model: Llama, pool: KVPool, native_kernels: bool = True) -> None:
+    def __init__(self, model: Llama, pool: KVPool, native_kernels: bool = True,
+                 matmul_dtype: torch.dtype | None = None) -> None:
         self.model = model
         self.pool = pool
         self.device = model.model.embed_tokens.weight.device
@@ -206,7 +219,9 @@ class ModelRunner:
         self.n_heads, self.n_kv, self.head_dim = a.num_attention_heads, a.num_key_value_heads, a.head_dim
         self.hidden, self.intermediate, self.eps = a.hidden_size, a.intermediate_size, a.rms_norm_eps
         self.scale = 1.0 / math.sqrt(a.head_dim)
-        self.layers = fuse_layers(model)
+        self.layers = fuse_layers(model, matmul_dtype)
+        head = model.lm_head.weight.detach()
+        self.lm_head = head.to(matmul_dtype).contiguous() if matmul_dtype is not None else head
         positions = torch.arange(a.max_position_embeddings, dtype=torch.float32)
         freqs = positions[:, None] * model.inv_freq[None, :]  # [P, Dh/2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None, :].to(self.device)  # [P, 1, Dh]
@@ -229,18 +244,18 @@ class ModelRunner:
                                        plan, i)
             if i == last:  # only the sampled rows matter past this layer's attention
                 x, attended = x[plan.sample_rows], attended[plan.sample_rows]
-            x = x + F.linear(attended, layer.o)
-            gate, up = F.linear(F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps),
-                                layer.gate_up).split(self.intermediate, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down)
+            x = x + linear(attended, layer.o)
+            gate, up = linear(F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps),
+                              layer.gate_up).split(self.intermediate, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer.down)
         last_hidden = F.rms_norm(x, (self.hidden,), model.model.norm.weight, self.eps)  # [S, D]
-        return F.linear(last_hidden, model.lm_head.weight).float()  # [S, V]
+        return linear(last_hidden, self.lm_head).float()  # [S, V]
 
     def _attention(self, layer: FusedLayer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    plan: AttentionPlan, index: int) -> torch.Tensor:
         """Returns the attention output before o_proj, [T, H * Dh]."""
         t, h, kv, dh = x.shape[0], self.n_heads, self.n_kv, self.head_dim
-        qkv = F.linear(x, layer.qkv)  # [T, (H + 2 KV) Dh]
+        qkv = linear(x, layer.qkv)  # [T, (H + 2 KV) Dh]
         qk = qkv[:, :(h + kv) * dh].view(t, h + kv, dh)
         qk = qk * cos + rotate_half(qk) * sin  # RoPE on q and k at once
         q, k = qk[:, :h], qk[:, h:]  # [T, H, Dh], [T, KV, Dh]

@@ -30,7 +30,8 @@ MODES = ("sequential", "static", "static_shrinking", "inflight")
 
 
 def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
-               max_num_batched_tokens: int = 512, prefix_caching: bool = True) -> Engine:
+               max_num_batched_tokens: int = 512, prefix_caching: bool = True,
+               matmul_dtype: str | None = None) -> Engine:
     """An engine whose KV pool holds `concurrency` of the longest requests at once, so no mode is preempted for lack
     of memory (any preemption still shows in the stats)."""
     longest = max(len(s.prompt_ids) + s.output_len for s in specs) + 1
@@ -38,7 +39,7 @@ def engine_for(model: Llama, specs: Sequence[RequestSpec], concurrency: int, *, 
     return Engine(model, EngineConfig(block_size=block_size, num_blocks=num_blocks,
                                       max_num_seqs=max(concurrency, 1),
                                       max_num_batched_tokens=max_num_batched_tokens,
-                                      enable_prefix_caching=prefix_caching))
+                                      enable_prefix_caching=prefix_caching, matmul_dtype=matmul_dtype))
 
 
 def _submit(engine: Engine, spec: RequestSpec, computed_len: int | None = None) -> TimingSink:

@@ -79,8 +79,8 @@ def random_model(args: dict[str, object], seed: int = 0) -> Llama:
     return Llama(ModelArgs(**args)).eval()
 
 
-def bench_throughput(model: Llama, profile: Profile, seed: int = 0,
-                     log: Callable[[str], None] = _print) -> dict[str, dict[str, dict]]:
+def bench_throughput(model: Llama, profile: Profile, seed: int = 0, log: Callable[[str], None] = _print,
+                     matmul_dtype: str | None = None) -> dict[str, dict[str, dict]]:
     """Output tokens/s, TTFT and TPOT for every mode × concurrency, the three modes back to back on the same
     requests (sequential on the first `sequential_requests` of them: one at a time does not depend on concurrency,
     but measuring it next to the others keeps the ratios honest on a machine whose load changes)."""
@@ -90,7 +90,7 @@ def bench_throughput(model: Llama, profile: Profile, seed: int = 0,
         specs = mixed_workload(max(profile.rounds * c, 1), vocab, seed + c, profile.prompt_len, profile.output_len)
         for mode in MODES:  # fresh engine each
             run_specs = specs[:profile.sequential_requests] if mode == "sequential" else specs
-            figures, _ = run_mode(model, mode, run_specs, c)
+            figures, _ = run_mode(model, mode, run_specs, c, matmul_dtype=matmul_dtype)
             out[mode][str(c)] = figures
             log(f"  {mode:10s} c={c:<3d}: {figures['output_tokens_per_s']} tok/s, TTFT p50 {figures['ttft_ms']['p50']}"
                 f" ms, TPOT p50 {figures['tpot_ms']['p50']} ms ({figures['requests']} requests)")
@@ -140,23 +140,26 @@ def kv_waste(throughput: dict[str, dict[str, dict]]) -> dict[str, float]:
 
 
 def bench_peers(model: Llama, checkpoint: Path, profile: Profile, threads: int, seed: int = 0,
-                log: Callable[[str], None] = _print) -> dict[str, object]:
+                log: Callable[[str], None] = _print, dtype: str = "float32",
+                matmul_dtype: str | None = None) -> dict[str, object]:
+    """`dtype`: the peers' (the checkpoint is written in it); `matmul_dtype`: Sluice's projections (EngineConfig)."""
     """Sluice in-process vs HF generate vs vLLM offline on `peer_requests` prompts × `peer_output_len` tokens."""
     specs = fixed_workload(profile.peer_requests, model.args.vocab_size, profile.peer_output_len, seed + 7,
                            profile.prompt_len)
-    sluice, _ = run_mode(model, "inflight", specs, len(specs))
+    sluice, _ = run_mode(model, "inflight", specs, len(specs), matmul_dtype=matmul_dtype)
     out: dict[str, object] = {
-        "workload": {"requests": len(specs), "output_len": profile.peer_output_len, "dtype": "float32",
+        "workload": {"requests": len(specs), "output_len": profile.peer_output_len, "peer_dtype": dtype,
+                     "sluice_matmul_dtype": matmul_dtype or "float32",
                      "prompt_len": list(profile.prompt_len)},
         "sluice_inflight_offline": sluice}
     log(f"  peers: sluice in-process {sluice['output_tokens_per_s']} tok/s")
     with tempfile.TemporaryDirectory() as tmp:
         workload = peers.write_workload(specs, profile.peer_output_len, Path(tmp) / "workload.json")
-        out["hf_generate"] = peers.run_hf(checkpoint, workload, threads, profile.hf_sequential_requests)
+        out["hf_generate"] = peers.run_hf(checkpoint, workload, threads, profile.hf_sequential_requests, dtype=dtype)
         log(f"  peers: hf {_peer_line(out['hf_generate'])}")
         for eager in (True, False):
             key = "vllm_offline_eager" if eager else "vllm_offline_compiled"
-            out[key] = peers.run_vllm(checkpoint, workload, eager, threads)
+            out[key] = peers.run_vllm(checkpoint, workload, eager, threads, dtype=dtype)
             log(f"  peers: {key} {_peer_line(out[key])}")
     vllm_best = max((r["output_tokens_per_s"] for k, r in out.items()
                      if k.startswith("vllm") and isinstance(r, dict) and r.get("status") == "ok"), default=None)
@@ -173,12 +176,13 @@ def _peer_line(result: object) -> str:
 
 
 def bench_model(name: str, model: Llama, source: str, profile: Profile, *, checkpoint: Path | None = None,
-                threads: int = 2, with_peers: bool = False, log: Callable[[str], None] = _print) -> dict[str, object]:
+                threads: int = 2, with_peers: bool = False, log: Callable[[str], None] = _print,
+                peer_dtype: str = "float32", matmul_dtype: str | None = None) -> dict[str, object]:
     params = sum(p.numel() for p in model.parameters())
     log(f"[{name}] {params / 1e6:.1f}M parameters — {source}")
     warm_up(model, mixed_workload(4, model.args.vocab_size, 99, profile.prompt_len, (4, 4)))
     started = time.perf_counter()
-    throughput = bench_throughput(model, profile, log=log)
+    throughput = bench_throughput(model, profile, log=log, matmul_dtype=matmul_dtype)
     figures: dict[str, object] = {
         "source": source, "profile": asdict(profile),
         "params": params, "params_m": round(params / 1e6, 2), "args": asdict(model.args),
@@ -186,7 +190,8 @@ def bench_model(name: str, model: Llama, source: str, profile: Profile, *, check
     if profile.prefix_requests:
         figures["prefix_reuse"] = bench_prefix(model, profile, log=log)
     if with_peers and checkpoint is not None:
-        figures["peers"] = bench_peers(model, checkpoint, profile, threads, log=log)
+        figures["peers"] = bench_peers(model, checkpoint, profile, threads, log=log, dtype=peer_dtype,
+                                       matmul_dtype=matmul_dtype)
     figures["elapsed_s"] = round(time.perf_counter() - started, 2)
     return figures
 
@@ -224,7 +229,10 @@ def _demo_model(path: Path) -> tuple[Llama, str, Path | None]:
 
 def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, quick: bool = False, threads: int = 2,
         models: Sequence[str] = ("demo", "llama-110m"), with_peers: bool = True, all_peers: bool = False,
+        peer_dtype: str = "float32", matmul_dtype: str | None = None,
         log: Callable[[str], None] = _print) -> dict[str, object]:
+    """Sluice's engine holds the model in float32; `matmul_dtype` bfloat16 runs its projections in bfloat16 (AMX),
+    None keeps the float32 reference numerics. `peer_dtype`: what the peers load and compute in."""
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +243,8 @@ def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, qui
             "oversubscription (try --threads 1 on a shared machine)")
     results: dict[str, object] = {
         "meta": {**machine_info(), "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": quick,
-                 "torch_threads": torch.get_num_threads(), "loadavg_start": list(os.getloadavg()),
+                 "torch_threads": torch.get_num_threads(), "peer_dtype": peer_dtype,
+                 "sluice_matmul_dtype": matmul_dtype or "float32", "loadavg_start": list(os.getloadavg()),
                  "notes": ["at each concurrency c the three modes run back to back on the same rounds*c requests "
                            "(sequential = one at a time, on the first sequential_requests of them), a fresh engine "
                            "each, the KV pool sized for c of the longest requests",
@@ -256,9 +265,10 @@ def run(results_dir: Path, model_path: Path = Path("models/sluice-demo"), *, qui
             peer_wanted = with_peers and (name == "demo" or not quick or all_peers)
             if peer_wanted and checkpoint is None:  # peers load the very same weights from a checkpoint
                 checkpoint = Path(tmp) / name
-                save_checkpoint(model, model.args, checkpoint, dtype=torch.float32)
+                save_checkpoint(model, model.args, checkpoint, dtype=getattr(torch, peer_dtype))
             results["models"][name] = bench_model(name, model, source, profile, checkpoint=checkpoint,
-                                                  threads=threads, with_peers=peer_wanted, log=log)
+                                                  threads=threads, with_peers=peer_wanted, log=log,
+                                                  peer_dtype=peer_dtype, matmul_dtype=matmul_dtype)
             del model
     results["summary"] = target_summary(results["models"])
     results["meta"]["finished_utc"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

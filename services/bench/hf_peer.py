@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("--workload", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--sequential-requests", type=int, default=8, help="requests for batch size 1")
     args = parser.parse_args()
 
@@ -31,7 +32,7 @@ def main() -> int:
     spec = json.loads(Path(args.workload).read_text())
     prompts: list[list[int]] = spec["prompts"]
     output_len: int = spec["output_len"]
-    model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = LlamaForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
 
     def generate(batch: list[list[int]]) -> tuple[int, float]:

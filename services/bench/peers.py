@@ -41,16 +41,17 @@ def _run(python: Path, script: str, args: list[str], env: dict[str, str], timeou
 
 
 def run_hf(model_dir: Path, workload: Path, threads: int, sequential_requests: int,
-           timeout_s: float = 900) -> dict[str, object]:
+           timeout_s: float = 900, dtype: str = "float32") -> dict[str, object]:
     return _run(BENCH_PYTHON, "hf_peer.py", ["--model", str(model_dir), "--workload", str(workload),
                                              "--threads", str(threads), "--batch-sizes", "1,16,64",
-                                             "--sequential-requests", str(sequential_requests)],
+                                             "--sequential-requests", str(sequential_requests), "--dtype", dtype],
                 {}, timeout_s, "bench-venv")
 
 
-def run_vllm(model_dir: Path, workload: Path, eager: bool, threads: int, timeout_s: float = 900) -> dict[str, object]:
+def run_vllm(model_dir: Path, workload: Path, eager: bool, threads: int, timeout_s: float = 900,
+             dtype: str = "float32") -> dict[str, object]:
     env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2",
            "VLLM_CPU_OMP_THREADS_BIND": f"0-{max(threads, 1) - 1}", "TOKENIZERS_PARALLELISM": "false"}
-    args = ["--model", str(model_dir), "--workload", str(workload)] + (["--eager"] if eager else [])
+    args = ["--model", str(model_dir), "--workload", str(workload), "--dtype", dtype] + (["--eager"] if eager else [])
     return _run(VLLM_PYTHON, "vllm_peer.py", args, env, timeout_s, "vllm-venv")
 

@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--workload", required=True)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (no torch.compile / graphs)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
 
     import vllm
@@ -29,7 +30,7 @@ def main() -> int:
     prompts: list[list[int]] = spec["prompts"]
     output_len: int = spec["output_len"]
     longest = max(len(p) for p in prompts) + output_len
-    llm = LLM(model=args.model, dtype="float32", skip_tokenizer_init=True, enforce_eager=args.eager,
+    llm = LLM(model=args.model, dtype=args.dtype, skip_tokenizer_init=True, enforce_eager=args.eager,
               max_model_len=max(256, longest), max_num_seqs=len(prompts), seed=0)
     params = SamplingParams(max_tokens=output_len, min_tokens=output_len, temperature=0.0, ignore_eos=True,
                             detokenize=False)
@@ -40,7 +41,7 @@ def main() -> int:
     outputs = llm.generate(inputs, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    print(json.dumps({"peer": "vllm_offline", "vllm": vllm.__version__, "eager": args.eager,
+    print(json.dumps({"peer": "vllm_offline", "vllm": vllm.__version__, "eager": args.eager, "dtype": args.dtype,
                       "omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
                       "kvcache_space_gib": os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
                       "requests": len(prompts), "output_tokens": tokens, "wall_s": round(elapsed, 4),

@@ -84,7 +84,8 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     from services.bench.engine_bench import run
 
     run(Path(args.results), Path(args.model), quick=args.quick, threads=args.threads,
-        models=args.models.split(","), with_peers=not args.no_peers, all_peers=args.all_peers)
+        models=args.models.split(","), with_peers=not args.no_peers, all_peers=args.all_peers,
+        peer_dtype=args.peer_dtype, matmul_dtype=None if args.matmul_dtype == "float32" else args.matmul_dtype)
     return 0
 
 
@@ -316,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--no-peers", action="store_true", help="skip Hugging Face and vLLM")
     eng.add_argument("--all-peers", action="store_true",
                      help="with --quick: run the peers for every model, not only the demo checkpoint")
+    eng.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="Sluice's projections (activations, attention and KV cache stay float32)")
+    eng.add_argument("--peer-dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="the dtype Hugging Face and vLLM load and compute in (default float32)")
     eng.set_defaults(func=_cmd_bench_engine)
     from services.bench import abuse_cli, cost_cli, overload_cli, peers_cli, recovery_cli, serve_cli, soak_cli
 

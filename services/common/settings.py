@@ -62,6 +62,11 @@ class Settings:
     # SLUICE_ENGINE_THREADS: the most intra-op threads (torch/OpenMP) a CPU engine step uses; 0: one per core. Steps
     # computing fewer than 32 tokens always run on one thread (engine.EngineConfig.parallel_min_tokens).
     engine_threads: int = 0
+    # SLUICE_ENGINE_MATMUL_DTYPE: float32 (the reference numerics: greedy output equals the reference forward token for
+    # token) or bfloat16 (the CPU engine's projections in bfloat16 on float32 activations, attention and KV cache; on a
+    # CPU with AMX or AVX-512-BF16 ~1.2x the demo model's and ~1.7x a 110M model's tokens/s, within a tested tolerance
+    # of the reference: tests/unit/test_engine_mixed_precision.py)
+    engine_matmul_dtype: str = "float32"
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
     model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
@@ -103,6 +108,8 @@ class Settings:
                              f"{self.triton_replicas}")
         if self.engine_threads < 0:
             raise ValueError(f"engine_threads must not be negative, got {self.engine_threads}")
+        if self.engine_matmul_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"engine_matmul_dtype must be float32 or bfloat16, got {self.engine_matmul_dtype!r}")
         if self.kv_cache_mb < 1:
             raise ValueError(f"kv_cache_mb must be at least 1, got {self.kv_cache_mb}")
         replica_ports = [port for i in range(self.triton_replicas) for port in self.triton_replica_ports(i)]
@@ -136,6 +143,7 @@ class Settings:
             "triton_urls": tuple(u.strip() for u in os.environ.get("SLUICE_TRITON_URLS", "").split(",") if u.strip()),
             "kv_cache_mb": _env_int("SLUICE_KV_CACHE_MB", base.kv_cache_mb),
             "engine_threads": _env_int("SLUICE_ENGINE_THREADS", base.engine_threads),
+            "engine_matmul_dtype": os.environ.get("SLUICE_ENGINE_MATMUL_DTYPE", base.engine_matmul_dtype),
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),

@@ -33,6 +33,7 @@ def template_values(settings: Settings, engine: str) -> dict[str, str]:
         "checkpoint_dir": str(checkpoint),
         "max_seq_len": "0",  # 0: the checkpoint's max_position_embeddings
         "torch_threads": str(settings.resolved_engine_threads),
+        "matmul_dtype": settings.engine_matmul_dtype,
         # The Python backend stub runs models in this environment (it ignores PYTHONPATH).
         "execution_env": sys.prefix,
         # The checkout that rendered the repository: a model imports its code from here, whatever checkout the

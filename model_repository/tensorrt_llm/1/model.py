@@ -380,7 +380,8 @@ class TritonPythonModel:
             max_seq_len=int(params.get("max_seq_len") or 0) or None,
             enable_prefix_caching=params.get("enable_kv_cache_reuse", "true").lower() in ("1", "true", "yes"),
             cache_salt=params["checkpoint_dir"], max_threads=threads,
-            parallel_min_tokens=int(params.get("parallel_min_tokens") or 32))
+            parallel_min_tokens=int(params.get("parallel_min_tokens") or 32),
+            matmul_dtype=None if params.get("matmul_dtype", "float32") in ("", "float32") else params["matmul_dtype"])
         guided = GuidedDecoding.from_checkpoint(params["checkpoint_dir"], model.args.vocab_size,
                                                 threads=max(1, threads))
         self.engine = Engine(model, config, guided)
