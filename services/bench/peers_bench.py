@@ -47,6 +47,7 @@ class PeersConfig:
     output_tokens: int = 128
     skip_vllm: bool = False
     skip_stack: bool = False
+    vllm_dtype: str = "float32"  # what vLLM's server computes in (Sluice's engine: SLUICE_ENGINE_MATMUL_DTYPE)
     warmup: int = 2  # requests per peer before measuring
     seed: int = 0
     slo: Slo = field(default_factory=Slo)
@@ -126,7 +127,7 @@ def run_vllm_row(config: PeersConfig, tokenizer: ChatTokenizer, log_dir: Path, l
     if not python.exists():
         return _row(VLLM, "skipped", f"{python} is missing (run `make vllm-venv`)")
     before = _load_avg()
-    server = VllmServer(config.model_dir, log_dir / "vllm.log", python=python)
+    server = VllmServer(config.model_dir, log_dir / "vllm.log", python=python, dtype=config.vllm_dtype)
     log(f"vLLM: starting its OpenAI server on port {server.port} (takes ~2 min)")
     try:
         startup_s = server.start()
@@ -208,7 +209,8 @@ def run(config: PeersConfig, results_dir: Path, log: Callable[[str], None] = pri
             "output_tokens": config.output_tokens, "temperature": TEMPERATURE,
             "concurrency": list(config.concurrency),
             "requests_per_level": [config.requests_at(c) for c in config.concurrency],
-            "warmup": config.warmup, "seed": config.seed,
+            "warmup": config.warmup, "seed": config.seed, "vllm_dtype": config.vllm_dtype,
+            "sluice_matmul_dtype": Settings.from_env().engine_matmul_dtype,
             "slo": {"ttft_ms": config.slo.ttft_ms, "tpot_ms": config.slo.tpot_ms}, "load_avg_start": load}
     report: dict[str, object] = {"meta": meta, "machine": {**machine_info(), "vllm": vllm_version()}, "peers": peers}
     skipped = write_chart(report, results_dir / "peers.png")

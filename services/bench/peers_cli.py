@@ -22,6 +22,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     peers.add_argument("--output-tokens", type=int, default=128, help="output length, forced (min = max tokens)")
     peers.add_argument("--skip-vllm", action="store_true", help="leave out the vLLM row")
     peers.add_argument("--skip-stack", action="store_true", help="leave out the Triton direct and Sluice stack rows")
+    peers.add_argument("--vllm-dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="vLLM's dtype (Sluice's engine: SLUICE_ENGINE_MATMUL_DTYPE)")
     peers.add_argument("--results", default="results/peers", help="output folder (default results/peers)")
     peers.set_defaults(func=main)
 
@@ -39,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = PeersConfig(model_dir=model_dir, concurrency=args.concurrency,
                              requests_per_level=args.requests_per_level, prompt_tokens=args.prompt_tokens,
-                             output_tokens=args.output_tokens, skip_vllm=args.skip_vllm, skip_stack=args.skip_stack)
+                             output_tokens=args.output_tokens, skip_vllm=args.skip_vllm, skip_stack=args.skip_stack,
+                             vllm_dtype=args.vllm_dtype)
         report = run(config, Path(args.results), log=lambda line: print(line, file=sys.stderr, flush=True))
     except ValueError as exc:
         print(f"sluice: {exc}", file=sys.stderr)

@@ -83,7 +83,8 @@ def markdown_report(report: dict) -> str:
         f"(chat template included), {meta['output_tokens']} output tokens forced (min_tokens = max_tokens), "
         f"temperature {meta['temperature']:g} · closed loop at concurrency {', '.join(map(str, meta['concurrency']))}"
         f", requests per level {meta['requests_per_level']} · goodput: TTFT ≤ {slo['ttft_ms']:g} ms and TPOT ≤ "
-        f"{slo['tpot_ms']:g} ms",
+        f"{slo['tpot_ms']:g} ms · vLLM dtype {meta.get('vllm_dtype', 'float32')}, Sluice engine projections "
+        f"{meta.get('sluice_matmul_dtype', 'float32')}",
         "",
         f"Machine: {machine['cpu']} ({machine['cpus']} CPUs), {machine['platform']}; vLLM {machine['vllm']}. "
         f"Load average (1/5/15 min) before → after each peer: {loads or 'n/a'}.",

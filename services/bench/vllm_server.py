@@ -42,6 +42,7 @@ class VllmServer:
     log_path: Path
     host: str = "127.0.0.1"
     python: Path = VLLM_PYTHON
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.port = free_port(self.host)
@@ -57,7 +58,7 @@ class VllmServer:
 
     def command(self) -> list[str]:
         return [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
-                "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--host", self.host,
+                "--dtype", self.dtype, "--max-model-len", str(MAX_MODEL_LEN), "--host", self.host,
                 "--port", str(self.port)]
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
