@@ -9,6 +9,18 @@ def test_tiers_pick_the_interval_of_the_highest_threshold_passed() -> None:
     assert [policy.at(n) for n in (0, 1, 8, 9, 32, 33, 200)] == [1, 1, 1, 2, 2, 4, 4]
 
 
+def test_the_shipped_tiers_send_eight_tokens_per_response_above_48_streams() -> None:
+    import re
+
+    from services.common.settings import REPO_ROOT
+
+    template = (REPO_ROOT / "model_repository" / "tensorrt_llm" / "config.cpu.pbtxt.tmpl").read_text()
+    spec = re.search(r'"stream_interval_tiers" value: \{ string_value: "([^"]*)"', template).group(1)
+    policy = StreamInterval.parse(spec)
+    assert [policy.at(n) for n in (8, 16, 40, 64)] == [1, 2, 4, 8]
+    assert _sends(policy, 64, [1] * 18) == [1, 1, 8, 8]
+
+
 def test_an_empty_spec_streams_token_by_token() -> None:
     assert StreamInterval.parse("").at(500) == 1
 

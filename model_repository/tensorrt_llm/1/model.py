@@ -388,7 +388,7 @@ class TritonPythonModel:
         self.outbox = _Outbox()
         self.metrics = _Metrics(args["model_name"], args["model_version"], self.engine)
         self.engine.step_listener = self.metrics.on_step
-        self._stream_interval = StreamInterval.parse(params.get("stream_interval_tiers") or "8:2,32:4")
+        self._stream_interval = StreamInterval.parse(params.get("stream_interval_tiers") or "8:2,32:4,48:8")
         self.word_breaks = _word_breaks(params["checkpoint_dir"], model.args.vocab_size)
         self.engine.start()
 
