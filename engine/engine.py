@@ -42,8 +42,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     cache_salt: str = ""  # mixed into block hashes (model identity; tenants add their own)
     native_kernels: bool = True  # use engine/kernels where built and applicable (else the PyTorch fallback)
-    # The projections' (matrix products') dtype when it differs from the model's: "bfloat16" runs them on AMX /
-    # AVX-512-BF16 with float32 activations, norms, attention and KV cache. None: the model's dtype throughout.
+    # The projections' (matrix products') and KV cache's dtype when it differs from the model's: "bfloat16" runs the
+    # products on AMX / AVX-512-BF16 and stores K/V in bfloat16, with float32 activations, norms and attention
+    # arithmetic (the paged kernel widens bfloat16 K/V as it reads them). None: the model's dtype throughout.
     matmul_dtype: str | None = None
     # Intra-op threads: a step computing at least parallel_min_tokens tokens uses max_threads, a smaller one a
     # single thread (its parallel regions would be too short to pay for waking a second thread, and on a small
@@ -85,7 +86,8 @@ class Engine:
         self.config = config
         self.guided = guided  # None: requests with a guide are refused
         device = model.model.embed_tokens.weight.device
-        dtype = model.model.embed_tokens.weight.dtype
+        # bfloat16 mode keeps the KV cache in bfloat16 too: half the bytes to read per decode step, twice the blocks
+        dtype = getattr(torch, config.matmul_dtype) if config.matmul_dtype else model.model.embed_tokens.weight.dtype
         self.max_seq_len = min(config.max_seq_len or model.args.max_position_embeddings,
                                model.args.max_position_embeddings)
         num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // kv_bytes_per_block(

@@ -42,4 +42,6 @@ def load() -> bool:
 
 
 def paged_decode_available(q: torch.Tensor, pool: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype == torch.float32 and pool.dtype == torch.float32 and load()
+    """The kernel takes float32 queries over a float32 or bfloat16 KV pool on the CPU."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and pool.dtype in (torch.float32, torch.bfloat16)
+            and load())

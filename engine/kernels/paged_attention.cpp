@@ -1,6 +1,7 @@
 // Decode attention straight out of the paged KV pool: one query token per sequence, its keys and values read through
-// the sequence's block table, no gather into a contiguous copy first. fp32 on CPU; the runner falls back to
-// gather + scaled_dot_product_attention for any other dtype or device.
+// the sequence's block table, no gather into a contiguous copy first. q and out are fp32 on CPU; the KV pool is fp32
+// or bf16 (read as fp32: a bf16 value is the top half of an fp32 one). The runner falls back to gather +
+// scaled_dot_product_attention for any other dtype or device.
 //
 // Work is split over sequences. With AVX-512 and a head_dim of 16, 32, 48, 64 or 128 each query head is done in
 // turn over a precomputed list of the sequence's pool rows: its scores are written contiguously, four positions
@@ -30,7 +31,8 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
                   const at::Tensor& out) {
   TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat, "q must be a CPU float32 tensor");
   TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [T, H, D] with unit stride in D");
-  TORCH_CHECK(k_cache.scalar_type() == at::kFloat && v_cache.scalar_type() == at::kFloat, "KV pool must be float32");
+  TORCH_CHECK((k_cache.scalar_type() == at::kFloat || k_cache.scalar_type() == at::kBFloat16) &&
+                  v_cache.scalar_type() == k_cache.scalar_type(), "KV pool must be float32 or bfloat16, K and V alike");
   TORCH_CHECK(k_cache.dim() == 3 && k_cache.is_contiguous() && v_cache.is_contiguous() &&
                   k_cache.sizes() == v_cache.sizes(), "KV pool must be contiguous [slots, KV, D]");
   TORCH_CHECK(k_cache.size(2) == q.size(2), "head_dim differs between q and the KV pool");
@@ -56,6 +58,18 @@ inline void for_each_slot(const int32_t* table, int64_t len, int64_t block_size,
   }
 }
 
+inline float to_float(float x) { return x; }
+inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
+
+#if defined(__AVX512F__)
+// Sixteen pool values as fp32 lanes.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const at::BFloat16* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 constexpr int64_t kMaxHeads = 128;
 
@@ -72,7 +86,8 @@ inline __m128 sum_lanes4(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 // scores[h * len + t] = q_h · key(t) for every query head h, reading each position's keys (all KV heads, one
 // contiguous row of the pool) once; query head h uses KV head h / group.
-inline void dot_keys(const float* query, int64_t kv_heads, int64_t group, int64_t head_dim, const float* k_data,
+template <typename KV>
+inline void dot_keys(const float* query, int64_t kv_heads, int64_t group, int64_t head_dim, const KV* k_data,
                      const int32_t* table, int64_t len, int64_t block_size, float* scores) {
   const int64_t row_size = kv_heads * head_dim;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
@@ -81,15 +96,15 @@ inline void dot_keys(const float* query, int64_t kv_heads, int64_t group, int64_
     const int64_t chunks = head_dim / 16;
     __m512 partial[kMaxHeads];  // per head: 16 lanes of partial sums, reduced four heads at a time
     for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
-      const float* row = k_data + slot * row_size;
+      const KV* row = k_data + slot * row_size;
       for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
-        const float* key = row + kvh * head_dim;
+        const KV* key = row + kvh * head_dim;
         for (int64_t g = 0; g < group; ++g) {
           const int64_t h = kvh * group + g;
           const float* qh = query + h * head_dim;
-          __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(key));
+          __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), load16(key));
           for (int64_t c = 1; c < chunks; ++c)
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), _mm512_loadu_ps(key + 16 * c), acc);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), load16(key + 16 * c), acc);
           partial[h] = acc;
         }
       }
@@ -105,12 +120,12 @@ inline void dot_keys(const float* query, int64_t kv_heads, int64_t group, int64_
   }
 #endif
   for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
-    const float* row = k_data + slot * row_size;
+    const KV* row = k_data + slot * row_size;
     for (int64_t h = 0; h < kv_heads * group; ++h) {
-      const float* key = row + (h / group) * head_dim;
+      const KV* key = row + (h / group) * head_dim;
       const float* qh = query + h * head_dim;
       float dot = 0.f;
-      for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * key[d];
+      for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * to_float(key[d]);
       scores[h * len + t] = dot;
     }
   });
@@ -177,70 +192,71 @@ inline void softmax(float* s, int64_t n) {
 // pool rows, so a head's scores are written contiguously (four positions reduced at once) and its output is
 // accumulated in C registers instead of memory. The softmax is left unnormalised; the output is scaled once by the
 // inverse of its sum. The rows of a KV head (a few KB per sequence) stay in L1 between the heads of its group.
-template <int C>
-inline void scores_of_head(const float* qh, const float* k_data, const int64_t* rows, int64_t len, float* s) {
+template <int C, typename KV>
+inline void scores_of_head(const float* qh, const KV* k_data, const int64_t* rows, int64_t len, float* s) {
   __m512 q[C];
   for (int c = 0; c < C; ++c) q[c] = _mm512_loadu_ps(qh + 16 * c);
   int64_t t = 0;
   for (; t + 4 <= len; t += 4) {
-    const float* k0 = k_data + rows[t];
-    const float* k1 = k_data + rows[t + 1];
-    const float* k2 = k_data + rows[t + 2];
-    const float* k3 = k_data + rows[t + 3];
-    __m512 a0 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k0)), a1 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k1));
-    __m512 a2 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k2)), a3 = _mm512_mul_ps(q[0], _mm512_loadu_ps(k3));
+    const KV* k0 = k_data + rows[t];
+    const KV* k1 = k_data + rows[t + 1];
+    const KV* k2 = k_data + rows[t + 2];
+    const KV* k3 = k_data + rows[t + 3];
+    __m512 a0 = _mm512_mul_ps(q[0], load16(k0)), a1 = _mm512_mul_ps(q[0], load16(k1));
+    __m512 a2 = _mm512_mul_ps(q[0], load16(k2)), a3 = _mm512_mul_ps(q[0], load16(k3));
     for (int c = 1; c < C; ++c) {
-      a0 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k0 + 16 * c), a0);
-      a1 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k1 + 16 * c), a1);
-      a2 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k2 + 16 * c), a2);
-      a3 = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k3 + 16 * c), a3);
+      a0 = _mm512_fmadd_ps(q[c], load16(k0 + 16 * c), a0);
+      a1 = _mm512_fmadd_ps(q[c], load16(k1 + 16 * c), a1);
+      a2 = _mm512_fmadd_ps(q[c], load16(k2 + 16 * c), a2);
+      a3 = _mm512_fmadd_ps(q[c], load16(k3 + 16 * c), a3);
     }
     _mm_storeu_ps(s + t, sum_lanes4(a0, a1, a2, a3));
   }
   for (; t < len; ++t) {
-    const float* k = k_data + rows[t];
-    __m512 a = _mm512_mul_ps(q[0], _mm512_loadu_ps(k));
-    for (int c = 1; c < C; ++c) a = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k + 16 * c), a);
+    const KV* k = k_data + rows[t];
+    __m512 a = _mm512_mul_ps(q[0], load16(k));
+    for (int c = 1; c < C; ++c) a = _mm512_fmadd_ps(q[c], load16(k + 16 * c), a);
     s[t] = _mm512_reduce_add_ps(a);
   }
 }
 
-template <int C>
-inline void weigh_values(const float* p, float inverse_sum, const float* v_data, const int64_t* rows, int64_t len,
+template <int C, typename KV>
+inline void weigh_values(const float* p, float inverse_sum, const KV* v_data, const int64_t* rows, int64_t len,
                          float* out) {
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t t = 0; t < len; ++t) {
     const __m512 weight = _mm512_set1_ps(p[t]);
-    const float* v = v_data + rows[t];
-    for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(weight, _mm512_loadu_ps(v + 16 * c), acc[c]);
+    const KV* v = v_data + rows[t];
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(weight, load16(v + 16 * c), acc[c]);
   }
   const __m512 scale = _mm512_set1_ps(inverse_sum);
   for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], scale));
 }
 
 // rows[t]: the offset of position t's row in the pool, KV head 0; query head h reads KV head h / group.
-template <int C>
-void attend_heads(const float* query, int64_t heads, int64_t group, int64_t head_dim, const float* k_data,
-                  const float* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
+template <int C, typename KV>
+void attend_heads(const float* query, int64_t heads, int64_t group, int64_t head_dim, const KV* k_data,
+                  const KV* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
   for (int64_t h = 0; h < heads; ++h) {
     const int64_t kv_offset = (h / group) * head_dim;
     float* s = scores + h * len;
-    scores_of_head<C>(query + h * head_dim, k_data + kv_offset, rows, len, s);
+    scores_of_head<C, KV>(query + h * head_dim, k_data + kv_offset, rows, len, s);
     const float total = exp_shifted(s, len);
-    weigh_values<C>(s, 1.f / total, v_data + kv_offset, rows, len, out + h * head_dim);
+    weigh_values<C, KV>(s, 1.f / total, v_data + kv_offset, rows, len, out + h * head_dim);
   }
 }
 
 // Runs the fast path when head_dim is one it is compiled for; false otherwise.
-inline bool attend_fast(const float* query, int64_t heads, int64_t group, int64_t head_dim, const float* k_data,
-                        const float* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
+template <typename KV>
+inline bool attend_fast(const float* query, int64_t heads, int64_t group, int64_t head_dim, const KV* k_data,
+                        const KV* v_data, const int64_t* rows, int64_t len, float* scores, float* out) {
   switch (head_dim) {
-    case 16: attend_heads<1>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
-    case 32: attend_heads<2>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
-    case 48: attend_heads<3>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
-    case 64: attend_heads<4>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
-    case 128: attend_heads<8>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 16: attend_heads<1, KV>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 32: attend_heads<2, KV>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 48: attend_heads<3, KV>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 64: attend_heads<4, KV>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
+    case 128: attend_heads<8, KV>(query, heads, group, head_dim, k_data, v_data, rows, len, scores, out); return true;
     default: return false;
   }
 }
@@ -262,8 +278,6 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
   const int64_t q_row_stride = q.stride(0), q_head_stride = q.stride(1);
   const int64_t num_slots = k_cache.size(0);
   const float* q_data = q.data_ptr<float>();
-  const float* k_data = k_cache.data_ptr<float>();
-  const float* v_data = v_cache.data_ptr<float>();
   const int32_t* tables = block_tables.data_ptr<int32_t>();
   const int32_t* lens = context_lens.data_ptr<int32_t>();
   const int64_t* row_ids = rows.data_ptr<int64_t>();
@@ -280,6 +294,7 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
   const float fscale = static_cast<float>(scale);
 
   // One task per sequence: its K and V rows are read once, contiguously within each block, for all heads.
+  auto attend = [&](const auto* k_data, const auto* v_data) {
   at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     std::vector<float> query(heads * head_dim);
@@ -306,18 +321,23 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
       std::fill(acc.begin(), acc.end(), 0.f);
       const int64_t row_size = kv_heads * head_dim;
       for_each_slot(table, len, block_size, [&](int64_t t, int64_t slot) {
-        const float* row = v_data + slot * row_size;
+        const auto* row = v_data + slot * row_size;
         for (int64_t h = 0; h < heads; ++h) {
           const float p = scores[h * len + t];
-          const float* value = row + (h / group) * head_dim;
+          const auto* value = row + (h / group) * head_dim;
           float* a = acc.data() + h * head_dim;
 #pragma omp simd
-          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * value[d];
+          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * to_float(value[d]);
         }
       });
       std::copy(acc.begin(), acc.end(), out_data + row_ids[b] * heads * head_dim);
     }
   });
+  };
+  if (k_cache.scalar_type() == at::kBFloat16)
+    attend(k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>());
+  else
+    attend(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
 }
 
 TORCH_LIBRARY(sluice, m) {

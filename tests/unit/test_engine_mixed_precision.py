@@ -1,4 +1,4 @@
-"""bfloat16 projections (EngineConfig.matmul_dtype) on float32 activations, attention and KV cache: greedy output
+"""bfloat16 projections and KV cache (EngineConfig.matmul_dtype) on float32 activations and attention: greedy output
 cannot equal the float32 reference token for token (products round differently), so the contract is a tolerance.
 Teacher-forced through the float32 reference forward, every token the engine chose is the reference's best or
 within 0.15 logits of it, and at least 95% are the reference's best. The float32 engine (the default) still
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine import kernels
 from engine.engine import Engine, EngineConfig
 from engine.model import load_checkpoint
 from tests.conftest import DEMO_MODEL
@@ -21,7 +22,8 @@ def test_bfloat16_projections_stay_within_tolerance_of_the_float32_reference(whi
     model = make_model() if which == "random" else load_checkpoint(DEMO_MODEL, dtype=torch.float32)[0]
     vocab = model.args.vocab_size
     engine = Engine(model, EngineConfig(num_blocks=256, max_num_seqs=16, matmul_dtype="bfloat16"))
-    assert engine.runner.layers[0].gate_up.dtype == torch.bfloat16 and engine.runner.pool.k[0].dtype == torch.float32
+    assert engine.runner.layers[0].gate_up.dtype == torch.bfloat16 and engine.runner.pool.k[0].dtype == torch.bfloat16
+    assert engine.runner.paged_kernel == kernels.load()  # the native kernel reads the bfloat16 pool where built
     prompts = {f"r{i}": [t % vocab for t in make_prompt(n, seed=i)] for i, n in enumerate([3, 17, 40, 5, 1, 33, 90])}
     sinks = {rid: submit(engine, rid, p, greedy(32)) for rid, p in prompts.items()}
     engine.run_until_done()

@@ -29,13 +29,15 @@ def _reference(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tabl
     return F.scaled_dot_product_attention(q[None, :, None, :], k, v, enable_gqa=True)[0, :, 0, :]  # [H, D]
 
 
+@pytest.mark.parametrize("pool_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"),
                          [(8, 4, 32), (4, 4, 16), (6, 2, 24), (2, 1, 64), (6, 3, 16)])
-def test_kernel_matches_gathered_attention(heads: int, kv_heads: int, head_dim: int) -> None:
+def test_kernel_matches_gathered_attention(heads: int, kv_heads: int, head_dim: int, pool_dtype: torch.dtype) -> None:
+    """A bfloat16 pool is read as float32 (the reference attends over the same values widened)."""
     generator = torch.Generator().manual_seed(heads * 100 + head_dim)
     block_size, num_blocks = 4, 64
-    k_pool = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=generator)
-    v_pool = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=generator)
+    k_pool = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=generator).to(pool_dtype)
+    v_pool = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=generator).to(pool_dtype)
     lengths = [1, 3, 4, 5, 17, 40]
     order = torch.randperm(num_blocks, generator=generator).tolist()  # scattered, out-of-order blocks
     tables, used = [], 0
@@ -53,7 +55,7 @@ def test_kernel_matches_gathered_attention(heads: int, kv_heads: int, head_dim: 
         q, k_pool, v_pool, torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
         torch.tensor(lengths, dtype=torch.int32), rows, out, block_size, 1 / math.sqrt(head_dim))
     for i, (length, table) in enumerate(zip(lengths, tables, strict=True)):
-        expected = _reference(q[2 * i], k_pool, v_pool, table, length, block_size)
+        expected = _reference(q[2 * i], k_pool.float(), v_pool.float(), table, length, block_size)
         torch.testing.assert_close(out[2 * i], expected, rtol=1e-5, atol=1e-5)
         assert torch.all(out[2 * i + 1] == 7.0)  # rows without a query are left alone
 
