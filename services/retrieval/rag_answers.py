@@ -24,6 +24,7 @@ from services.common.settings import REPO_ROOT, Settings
 
 SET_DIR = REPO_ROOT / "tests" / "data" / "rag_answers"
 NOT_FOUND_MARK = "could not find"
+REFUSED_MARK = "<refused: "  # an answer that never came: the request was refused (400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,18 @@ def ingest_set(documents: list[dict], collection: str, api_key: str | None, sett
 
 
 def ask(client: openai.OpenAI, model: str, collection: str, question: dict, max_tokens: int) -> Outcome:
-    completion = client.chat.completions.create(
-        model=model, temperature=0, max_tokens=max_tokens,
-        messages=[{"role": "user", "content": question["question"]}],  # the retrieve stage adds the passages
-        extra_body={"retrieval": {"collections": [collection], "top_k": 4}})
-    answer = completion.choices[0].message.content or ""
+    """One question through the API. A refusal (e.g. the input guard's 400) is an answer the user did not get: it
+    counts as wrong and is reported, instead of ending the evaluation."""
     answerable = question["document_id"] is not None
+    try:
+        completion = client.chat.completions.create(
+            model=model, temperature=0, max_tokens=max_tokens,
+            messages=[{"role": "user", "content": question["question"]}],  # the retrieve stage adds the passages
+            extra_body={"retrieval": {"collections": [collection], "top_k": 4}})
+    except openai.BadRequestError as exc:
+        code = getattr(exc, "code", None) or "bad_request"
+        return Outcome(question["question"], question["expected"], f"{REFUSED_MARK}{code}>", answerable, False, False)
+    answer = completion.choices[0].message.content or ""
     citations = (completion.model_extra or {}).get("citations") or []
     cited = answerable and bool(citations) and citations[0]["document_id"].endswith(question["document_id"])
     return Outcome(question["question"], question["expected"], answer, answerable,
@@ -80,9 +87,10 @@ def summary(outcomes: list[Outcome]) -> str:
     right = sum(o.right for o in found)
     refused = sum(o.right for o in absent)
     cited = sum(o.cited_right for o in found)
+    blocked = sum(o.answer.startswith(REFUSED_MARK) for o in outcomes)
     return (f"answerable: {right}/{len(found)} right ({right / max(len(found), 1):.0%}), first citation right "
             f"{cited}/{len(found)}; not in the documents: {refused}/{len(absent)} said so "
-            f"({refused / max(len(absent), 1):.0%})")
+            f"({refused / max(len(absent), 1):.0%})" + (f"; {blocked} refused by the API" if blocked else ""))
 
 
 def run_cli(model: str | None = None, collection: str = "rag-answers", api_key: str | None = None,

@@ -133,3 +133,25 @@ def _made_of(word: str, syllables: list[str]) -> bool:
     if not word:
         return True
     return any(word.startswith(s) and _made_of(word[len(s):], syllables) for s in syllables)
+
+
+def test_a_refused_question_counts_as_wrong_and_the_evaluation_goes_on() -> None:
+    import httpx
+    import openai
+
+    from services.retrieval.rag_answers import ask, summary
+
+    class Refusing:
+        class chat:  # noqa: N801 - the client's attribute path
+            class completions:  # noqa: N801
+                @staticmethod
+                def create(**_: object) -> None:
+                    response = httpx.Response(400, request=httpx.Request("POST", "http://stack/v1/chat/completions"))
+                    raise openai.BadRequestError("rejected", response=response,
+                                                 body={"code": "content_policy_violation"})
+
+    question = {"question": "Under whose direction did the Zorqua bakery open?", "expected": "Mip Zor",
+                "document_id": "docs/zorqua.md"}
+    outcome = ask(Refusing(), "sluice-demo", "rag-answers", question, 24)  # type: ignore[arg-type]
+    assert not outcome.right and outcome.answer == "<refused: content_policy_violation>"
+    assert "1 refused by the API" in summary([outcome])
