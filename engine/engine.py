@@ -87,7 +87,8 @@ class Engine:
         self.guided = guided  # None: requests with a guide are refused
         device = model.model.embed_tokens.weight.device
         # bfloat16 mode keeps the KV cache in bfloat16 too: half the bytes to read per decode step, twice the blocks
-        dtype = getattr(torch, config.matmul_dtype) if config.matmul_dtype else model.model.embed_tokens.weight.dtype
+        matmul_dtype = getattr(torch, config.matmul_dtype) if config.matmul_dtype else None
+        dtype = matmul_dtype or model.model.embed_tokens.weight.dtype
         self.max_seq_len = min(config.max_seq_len or model.args.max_position_embeddings,
                                model.args.max_position_embeddings)
         num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // kv_bytes_per_block(
@@ -96,7 +97,7 @@ class Engine:
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, KVPool.allocate(model, num_blocks, config.block_size, dtype, device),
                                   native_kernels=config.native_kernels,
-                                  matmul_dtype=getattr(torch, config.matmul_dtype) if config.matmul_dtype else None)
+                                  matmul_dtype=matmul_dtype)
         self._salt = config.cache_salt.encode()
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._live: dict[str, Sequence] = {}

@@ -182,11 +182,16 @@ class FusedLayer:
     down: torch.Tensor  # [D, I]
 
 
+def projection(weight: torch.Tensor, matmul_dtype: torch.dtype | None) -> torch.Tensor:
+    """A projection's weight as the runner multiplies by it: in `matmul_dtype` when one is set."""
+    weight = weight.detach()
+    return weight.to(matmul_dtype).contiguous() if matmul_dtype is not None else weight
+
+
 def fuse_layers(model: Llama, matmul_dtype: torch.dtype | None = None) -> list[FusedLayer]:
     """`matmul_dtype`: the projections' weights in this dtype (e.g. bfloat16 for AMX); norms stay as they are."""
     def proj(weight: torch.Tensor) -> torch.Tensor:
-        weight = weight.detach()
-        return weight.to(matmul_dtype).contiguous() if matmul_dtype is not None else weight
+        return projection(weight, matmul_dtype)
 
     layers = []
     for layer in model.model.layers:
@@ -220,8 +225,7 @@ class ModelRunner:
         self.hidden, self.intermediate, self.eps = a.hidden_size, a.intermediate_size, a.rms_norm_eps
         self.scale = 1.0 / math.sqrt(a.head_dim)
         self.layers = fuse_layers(model, matmul_dtype)
-        head = model.lm_head.weight.detach()
-        self.lm_head = head.to(matmul_dtype).contiguous() if matmul_dtype is not None else head
+        self.lm_head = projection(model.lm_head.weight, matmul_dtype)
         positions = torch.arange(a.max_position_embeddings, dtype=torch.float32)
         freqs = positions[:, None] * model.inv_freq[None, :]  # [P, Dh/2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None, :].to(self.device)  # [P, 1, Dh]

@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--all-peers", action="store_true",
                      help="with --quick: run the peers for every model, not only the demo checkpoint")
     eng.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
-                     help="Sluice's projections (activations, attention and KV cache stay float32)")
+                     help="Sluice's projections and KV cache (activations and attention stay float32)")
     eng.add_argument("--peer-dtype", choices=["float32", "bfloat16"], default="float32",
                      help="the dtype Hugging Face and vLLM load and compute in (default float32)")
     eng.set_defaults(func=_cmd_bench_engine)

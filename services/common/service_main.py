@@ -20,12 +20,12 @@ from services.common.settings import Settings
 from services.common.telemetry import setup_tracing
 
 
-def server_options(max_receive_mb: int) -> list[tuple[str, int]]:
+def server_options(max_receive_bytes: int) -> list[tuple[str, int]]:
     """Channel arguments of every Sluice gRPC server. SO_REUSEPORT is off: gRPC turns it on by default, and then a
     second server (a leftover process, another stack) binds the same port and the kernel splits new connections
     between the two, so a client reaches a service that is not the one it was configured for. With it off the second
     bind fails at start."""
-    return [("grpc.max_receive_message_length", max_receive_mb * 1024 * 1024), ("grpc.so_reuseport", 0)]
+    return [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.so_reuseport", 0)]
 
 
 async def start_serving(server: grpc.aio.Server, address: str, service_names: tuple[str, ...], what: str) -> int:

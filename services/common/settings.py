@@ -63,10 +63,10 @@ class Settings:
     # computing fewer than 32 tokens always run on one thread (engine.EngineConfig.parallel_min_tokens).
     engine_threads: int = 0
     # SLUICE_ENGINE_MATMUL_DTYPE: float32 (the reference numerics: greedy output equals the reference forward token
-    # for token) or bfloat16 (the CPU engine's projections in bfloat16 on float32 activations, attention and KV cache,
-    # within a tested tolerance of the reference: tests/unit/test_engine_mixed_precision.py). Pays where the projections
-    # dominate: a 110M model in-process 1.7x on this AMX CPU. The 4.7M demo model served by Triton is slower with it
-    # (small single-thread steps pay the conversions): keep float32 there.
+    # for token) or bfloat16 (the CPU engine's projections and KV cache in bfloat16, activations and attention
+    # arithmetic in float32, within a tested tolerance of the reference: tests/unit/test_engine_mixed_precision.py).
+    # Pays where the projections dominate: a 110M model in-process 1.7x on this AMX CPU. The 4.7M demo model served
+    # by Triton is slower with it (small single-thread steps pay the conversions): keep float32 there.
     engine_matmul_dtype: str = "float32"
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -184,7 +183,7 @@ class PreparedGeneration:
         A head start nobody read is stopped too (its tokens are no longer counted: see discard_head_start)."""
         if self.head_start is not None:
             head, self.head_start = self.head_start, None
-            _background(head.discard())
+            head.abandon()
         if self.route is not None and self.route.reservation is not None:
             self.route.reservation.release()
 
@@ -262,8 +261,7 @@ class Generator:
             return False
         if (key := self._cache_key(prepared)) is not None and self.cache is not None and self.cache.get(key):
             return False
-        if route.reservation is None or route.reservation.released:
-            route.reservation = self.router.reserve(route.deployment)
+        self._reserve(route)
         tally = TokenTally()
         prepared.head_start = HeadStart(
             self.llm.stream(request_id, prepared.prompt_ids, prepared.params,
@@ -411,8 +409,8 @@ class Generator:
         while True:
             route = prepared.route
             deployment = route.deployment if route else None
-            if route is not None and (route.reservation is None or route.reservation.released):
-                route.reservation = self.router.reserve(deployment)  # routed without one (e.g. a test): count it now
+            if route is not None:
+                self._reserve(route)  # routed without one (e.g. a test): count it now
             started, first_token_s, ok = time.monotonic(), None, False
             if (head := prepared.head_start) is not None:  # opened while the input guard ran: read it from there
                 prepared.head_start = None
@@ -446,6 +444,11 @@ class Generator:
                     self.router.finished(route.reservation, ok=ok or first_token_s is not None,
                                          ttft_s=first_token_s)
 
+    def _reserve(self, route: RouteDecision) -> None:
+        """Holds a place in the route's in-flight count unless it holds one already."""
+        if route.reservation is None or route.reservation.released:
+            route.reservation = self.router.reserve(route.deployment)
+
     def _retarget(self, prepared: PreparedGeneration, route: RouteDecision) -> None:
         tokenizer, plan = route.deployment.tokenizer, prepared.plan
         if plan.raw_prompt:
@@ -457,15 +460,3 @@ class Generator:
         prepared.plan = dataclasses.replace(plan, entry=route.entry, prompt_ids=prompt_ids,
                                             params=dataclasses.replace(plan.params, end_id=tokenizer.eos_token_id))
 
-
-_stopping: set[asyncio.Task] = set()  # discards running in the background, kept referenced until they end
-
-
-def _background(stop) -> None:
-    try:
-        task = asyncio.get_running_loop().create_task(stop)
-    except RuntimeError:  # no loop (a synchronous caller in a test): nothing was started on one either
-        stop.close()
-        return
-    _stopping.add(task)
-    task.add_done_callback(_stopping.discard)

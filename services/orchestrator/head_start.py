@@ -27,6 +27,8 @@ from services.orchestrator.triton_llm import LLMChunk, TokenTally
 
 log = logging.getLogger(__name__)
 
+_abandoned: set[asyncio.Task] = set()  # discards running in the background, kept referenced until they end
+
 
 class HeadStart:
     """One Triton stream, opened now; `chunks()` reads it from its first chunk, `discard()` stops it unread."""
@@ -76,6 +78,15 @@ class HeadStart:
         if (span := self.take_span()) is not None:
             span.set_attributes({"sluice.discarded": True, "gen_ai.usage.output_tokens": self.tally.received})
             span.end()
+
+    def abandon(self) -> None:
+        """Stops the generation in the background, from code that cannot await (its tokens go unbilled)."""
+        try:
+            task = asyncio.get_running_loop().create_task(self.discard())
+        except RuntimeError:  # no running loop (a synchronous caller in a test): nothing runs on one either
+            return
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
 
     async def _stop(self) -> None:
         if not self._first.done():

@@ -92,7 +92,7 @@ async def create_server(settings: Settings, address: str | None = None,
     auth = AuthInterceptor(tenants, audit_log, error_response, cache_ttl_s=settings.auth_cache_s)
     stalled = StalledStreamInterceptor(settings.stream_idle_timeout_s)  # ends streams the client stopped reading
     server = grpc.aio.server(interceptors=[stalled, *server_interceptors("orchestrator", settings), auth],
-                             options=server_options(16))
+                             options=server_options(16 * 1024 * 1024))
     tools = ToolRunner(generator, builtin_registry(settings.retrieval_url))
     embeddings = EmbeddingsEndpoint(EmbeddingClient(settings.triton_grpc_urls))  # `embedder`, on any replica
     pipeline = ChatPipeline.from_settings(settings, catalog)  # the stages declared in pipelines/stages.yaml

@@ -32,7 +32,7 @@ async def create_server(settings: Settings, address: str | None = None,
     embedder = EmbeddingClient(settings.triton_grpc_urls)  # any Triton replica
     service = RetrievalService(store, Indexer(store, embedder), HybridSearcher(store, embedder))
     server = grpc.aio.server(interceptors=server_interceptors("retrieval", settings),
-                             options=server_options(64))
+                             options=server_options(64 * 1024 * 1024))
     retrieval_pb2_grpc.add_RetrievalServicer_to_server(service, server)
     port = await start_serving(server, address or settings.retrieval_url, (SERVICE_NAME,), "retrieval service")
     return server, port, store, embedder

@@ -154,7 +154,7 @@ async def create_server(settings: Settings, address: str | None = None, classifi
     service = SafetyService(classifier or TritonClassifier(settings.triton_grpc_urls),  # any replica
                             policies or store_for_url(settings.db_url))
     server = grpc.aio.server(interceptors=server_interceptors("safety", settings),
-                             options=server_options(16))
+                             options=server_options(16 * 1024 * 1024))
     safety_pb2_grpc.add_SafetyServicer_to_server(service, server)
     port = await start_serving(server, address or f"{settings.host}:{settings.safety_port}", (SERVICE_NAME,),
                                "safety service")

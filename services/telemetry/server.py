@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from services.common.logging import configure_logging
+from services.common.service_main import server_options
 from services.common.settings import Settings
 from services.telemetry.otlp import PayloadError, build_request, decode_json, decode_protobuf, row_of, spans_of
 from services.telemetry.repair import Item, TraceRepair
@@ -202,9 +203,9 @@ def start(settings: Settings, store_path: Path | None = None) -> tuple[Receiver,
     forwarder = Forwarder(settings.otlp_endpoint) if settings.otlp_endpoint else None
     receiver = Receiver(store, forwarder=forwarder)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                              options=[("grpc.max_receive_message_length", MAX_BODY_BYTES), ("grpc.so_reuseport", 0)])
+                              options=server_options(MAX_BODY_BYTES))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver), grpc_server)
-    try:  # SO_REUSEPORT off (see service_main.server_options): a second receiver on the port fails here
+    try:  # SO_REUSEPORT off (server_options): a second receiver on the port fails here
         bound = grpc_server.add_insecure_port(f"{settings.host}:{settings.otlp_grpc_port}")
     except RuntimeError:
         bound = 0

@@ -9,9 +9,9 @@ from services.common.service_main import server_options, start_serving
 
 
 async def _two_servers_on_one_port() -> None:
-    first = grpc.aio.server(options=server_options(1))
+    first = grpc.aio.server(options=server_options(1 << 20))
     port = await start_serving(first, "127.0.0.1:0", (), "first server")
-    second = grpc.aio.server(options=server_options(1))
+    second = grpc.aio.server(options=server_options(1 << 20))
     try:
         with pytest.raises(OSError, match="cannot bind the second server"):
             await start_serving(second, f"127.0.0.1:{port}", (), "second server")
@@ -25,5 +25,5 @@ def test_a_second_server_on_a_taken_port_fails_to_start() -> None:
 
 
 def test_options_keep_the_message_size() -> None:
-    assert ("grpc.max_receive_message_length", 16 * 1024 * 1024) in server_options(16)
-    assert ("grpc.so_reuseport", 0) in server_options(16)
+    assert ("grpc.max_receive_message_length", 16 * 1024 * 1024) in server_options(16 * 1024 * 1024)
+    assert ("grpc.so_reuseport", 0) in server_options(16 * 1024 * 1024)
