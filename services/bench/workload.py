@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,30 @@ def mixed_workload(n: int, vocab_size: int, seed: int = 0, prompt_len: tuple[int
     low = min(3, vocab_size - 1)  # keep clear of the usual special ids (pad/bos/eos) where the vocabulary allows
     return [RequestSpec(f"{prefix}-{i}", _randint(low, vocab_size, p, g), o)
             for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+
+
+def chat_length_workload(n: int, vocab_size: int, seed: int = 0, prompt_len: tuple[int, int] = (16, 128),
+                         median_output: int = 64, spread: float = 1.0, output_len: tuple[int, int] = (8, 768),
+                         prefix: str = "chat") -> list[RequestSpec]:
+    """n requests whose output lengths follow a log-normal law (median `median_output`, log-space standard deviation
+    `spread`), clipped to `output_len`: most answers short, a few long, the shape of chat answer lengths (and unlike
+    a uniform draw, where the longest of a batch is never much past twice the mean). Prompts as in mixed_workload."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = _randint(prompt_len[0], prompt_len[1] + 1, n, g)
+    drawn = torch.empty(n, dtype=torch.float64).log_normal_(math.log(median_output), spread, generator=g)
+    outputs = [min(max(round(x), output_len[0]), output_len[1]) for x in drawn.tolist()]
+    low = min(3, vocab_size - 1)
+    return [RequestSpec(f"{prefix}-{i}", _randint(low, vocab_size, p, g), o)
+            for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))]
+
+
+def static_batching_ceiling(specs: list[RequestSpec], batch: int) -> float:
+    """How many times more tokens per step in-flight batching can make than padded static batching of `batch`
+    requests in submission order: every static batch runs as many steps as its longest request, with every row
+    busy (an upper bound: it assumes a step costs the same whatever the batch holds)."""
+    steps = sum(max(s.output_len for s in specs[i:i + batch]) * len(specs[i:i + batch])
+                for i in range(0, len(specs), batch))
+    return steps / sum(s.output_len for s in specs)
 
 
 def fixed_workload(n: int, vocab_size: int, output_len: int, seed: int = 0,

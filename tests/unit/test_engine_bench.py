@@ -10,12 +10,19 @@ import torch
 from services.bench import engine_bench
 from services.bench.drivers import run_mode, run_prefix_reuse
 from services.bench.metrics import percentile
-from services.bench.workload import mixed_workload, shared_prefix_workload
+from services.bench.workload import (
+    RequestSpec,
+    chat_length_workload,
+    mixed_workload,
+    shared_prefix_workload,
+    static_batching_ceiling,
+)
 from tests.unit.engine_factories import make_model
 
 TINY = engine_bench.Profile(concurrencies=(1, 3), rounds=2, sequential_requests=2, prompt_len=(4, 12),
                             output_len=(2, 9), prefix_requests=4, prefix_system_len=32, prefix_user_len=4,
-                            prefix_output_len=3, peer_requests=0)
+                            prefix_output_len=3, chat_lengths_concurrency=3, chat_lengths_rounds=2,
+                            chat_lengths_median=4, chat_lengths_range=(2, 12), peer_requests=0)
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +49,25 @@ def test_workloads_are_deterministic_and_in_range() -> None:
     shared = shared_prefix_workload(4, 97, system_len=32, user_len=4)
     assert len({tuple(s.prompt_ids[:32]) for s in shared}) == 1
     assert len({tuple(s.prompt_ids[32:]) for s in shared}) == 4
+
+
+def test_chat_lengths_are_long_tailed_deterministic_and_clipped() -> None:
+    a = chat_length_workload(400, 97, seed=5, prompt_len=(4, 12), median_output=32, output_len=(8, 200))
+    assert a == chat_length_workload(400, 97, seed=5, prompt_len=(4, 12), median_output=32, output_len=(8, 200))
+    lengths = sorted(s.output_len for s in a)
+    assert lengths[0] >= 8 and lengths[-1] <= 200
+    assert 24 <= lengths[len(lengths) // 2] <= 42  # the median is near the one asked for
+    assert lengths[-1] >= 4 * lengths[len(lengths) // 2]  # and the tail is long
+    # a uniform draw over the same range never has a batch whose longest is far past twice the mean
+    uniform = mixed_workload(400, 97, seed=5, prompt_len=(4, 12), output_len=(8, 200))
+    assert static_batching_ceiling(a, 32) > static_batching_ceiling(uniform, 32)
+
+
+def test_static_batching_ceiling_counts_the_padded_steps() -> None:
+    specs = [RequestSpec(str(i), [3], n) for i, n in enumerate([10, 2, 4, 4])]
+    # batches of two: (10, 2) runs 2 × 10 row-steps, (4, 4) 2 × 4, for 20 tokens wanted
+    assert static_batching_ceiling(specs, 2) == pytest.approx(28 / 20)
+    assert static_batching_ceiling(specs, 1) == 1.0
 
 
 @pytest.mark.parametrize("mode", ["sequential", "static", "static_shrinking", "inflight"])
@@ -98,10 +124,16 @@ def test_bench_model_and_report(tmp_path, monkeypatch) -> None:
     assert figures["throughput"]["inflight"]["3"]["requests"] == 6
     assert figures["ratios"]["3"]["inflight_vs_sequential"] > 0
     assert 0 <= figures["kv_waste"]["all_runs"] < 1
+    assert set(figures["static_ceiling"]) == {"3"} and figures["static_ceiling"]["3"] >= 1
+    chat = figures["chat_lengths"]
+    assert chat["requests"] == 6 and chat["static_ceiling"] >= 1
+    assert chat["throughput"]["static"]["output_tokens"] == chat["throughput"]["inflight"]["output_tokens"]
+    assert chat["inflight_vs_static"] > 0
     assert set(figures["prefix_reuse"]) == {"sequential", "burst"}
     assert figures["prefix_reuse"]["sequential"]["hit_rate"] > 0
     summary = engine_bench.target_summary({"tiny": figures})
     assert {row["model"] for row in summary} == {"tiny"}
+    assert any("log-normal" in row["target"] for row in summary)
     results = {"meta": {"quick": True, "torch_threads": 1, "started_utc": "now"}, "models": {"tiny": figures},
                "summary": summary}
     json.dumps(results)  # everything is JSON-serialisable
