@@ -12,6 +12,7 @@ from typing import TypeVar
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T", int, float)
 TRITON_REPLICA_PORT_STEP = 100  # replica i's Triton ports are replica 0's + i·100 (8100-8102, 8200-8202, ...)
+PLATFORM_NICE_DEFAULT = 5  # measured: results/serve/session8-nice (BENCHMARKS.md)
 
 
 def _env_number(name: str, default: T, cast: Callable[[str], T], kind: str) -> T:
@@ -68,6 +69,12 @@ class Settings:
     # Pays where the projections dominate: a 110M model in-process 1.7x on this AMX CPU. The 4.7M demo model served
     # by Triton is slower with it (small single-thread steps pay the conversions): keep float32 there.
     engine_matmul_dtype: str = "float32"
+    # SLUICE_PLATFORM_NICE: the scheduling niceness (0..19) `sluice up` gives the platform's processes (orchestrator,
+    # safety, retrieval, telemetry, Envoy), not Triton. When the engine shares the machine's cores with them (the CPU
+    # default: a decode step of fewer than 32 tokens runs on one thread) a busy core otherwise time-slices the
+    # engine's thread with the services' per-token work and every stream slows; niced, the services still get every
+    # idle cycle. 0: equal shares.
+    platform_nice: int = PLATFORM_NICE_DEFAULT
     run_dir: Path = field(default_factory=lambda: REPO_ROOT / ".sluice" / "run")
     model_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "sluice-demo")
     model_name: str = "sluice-demo"  # the default public model; SLUICE_MODEL_DIR replaces its checkpoint
@@ -111,6 +118,8 @@ class Settings:
             raise ValueError(f"engine_threads must not be negative, got {self.engine_threads}")
         if self.engine_matmul_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"engine_matmul_dtype must be float32 or bfloat16, got {self.engine_matmul_dtype!r}")
+        if not 0 <= self.platform_nice <= 19:
+            raise ValueError(f"platform_nice must be within 0..19, got {self.platform_nice}")
         if self.kv_cache_mb < 1:
             raise ValueError(f"kv_cache_mb must be at least 1, got {self.kv_cache_mb}")
         replica_ports = [port for i in range(self.triton_replicas) for port in self.triton_replica_ports(i)]
@@ -145,6 +154,7 @@ class Settings:
             "kv_cache_mb": _env_int("SLUICE_KV_CACHE_MB", base.kv_cache_mb),
             "engine_threads": _env_int("SLUICE_ENGINE_THREADS", base.engine_threads),
             "engine_matmul_dtype": os.environ.get("SLUICE_ENGINE_MATMUL_DTYPE", base.engine_matmul_dtype),
+            "platform_nice": _env_int("SLUICE_PLATFORM_NICE", base.platform_nice),
             "run_dir": Path(os.environ.get("SLUICE_RUN_DIR", base.run_dir)),
             "model_dir": Path(os.environ.get("SLUICE_MODEL_DIR", base.model_dir)),
             "model_name": os.environ.get("SLUICE_MODEL_NAME", base.model_name),

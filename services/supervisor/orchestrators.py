@@ -51,7 +51,7 @@ def orchestrator_process(settings: Settings, index: int, port: int, metrics_port
     env = env | {"SLUICE_ORCHESTRATOR_PORT": str(port), "SLUICE_ORCHESTRATOR_METRICS_PORT": str(metrics_port)}
     name = replica_name(index)
     return ManagedProcess(name, [sys.executable, "-m", "services.orchestrator.server", "--grace", str(grace)],
-                          log_dir / f"{name}.log", env=env)
+                          log_dir / f"{name}.log", env=env, nice=settings.platform_nice)
 
 
 class OrchestratorSet:

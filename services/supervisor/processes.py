@@ -47,6 +47,7 @@ class ManagedProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Path | None = None
+    nice: int = 0  # scheduling niceness added at start (coreutils `nice`), for the whole process and its threads
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -56,6 +57,8 @@ class ManagedProcess:
         # deadlock or crash in a parent that runs gRPC threads (its fork handlers run in the child).
         setpriv = shutil.which("setpriv")
         command = [setpriv, "--pdeathsig", "TERM", "--", *self.command] if setpriv else self.command
+        if self.nice:
+            command = [shutil.which("nice") or "nice", "-n", str(self.nice), *command]
         self.popen = subprocess.Popen(command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, preexec_fn=None if setpriv else _die_with_parent)
         log.close()

@@ -139,15 +139,17 @@ class Stack:
         envoy_bin = Path(sys.executable).parent / "envoy"
         # The OTLP receiver comes first so no span is lost; Triton always exports to it (it repairs Triton's traces
         # and forwards them when SLUICE_OTLP_ENDPOINT names another collector).
+        # The platform's processes run at SLUICE_PLATFORM_NICE; Triton (the engine) at the supervisor's niceness.
+        nice = s.platform_nice
         telemetry = ManagedProcess("telemetry", [sys.executable, "-m", "services.telemetry.server"],
-                                   self.log_dir / "telemetry.log", env=settings_env(s))
+                                   self.log_dir / "telemetry.log", env=settings_env(s), nice=nice)
         safety = ManagedProcess("safety", [sys.executable, "-m", "services.safety.server"],
-                                self.log_dir / "safety.log", env=settings_env(s))
+                                self.log_dir / "safety.log", env=settings_env(s), nice=nice)
         retrieval = ManagedProcess("retrieval", [sys.executable, "-m", "services.retrieval.server"],
-                                   self.log_dir / "retrieval.log", env=settings_env(s))
+                                   self.log_dir / "retrieval.log", env=settings_env(s), nice=nice)
         envoy = ManagedProcess("envoy", [str(envoy_bin), "-c", str(envoy_yaml), "--disable-hot-restart",
                                          "--log-level", "warn", "--file-flush-interval-msec", "500"],
-                               self.log_dir / "envoy.log")
+                               self.log_dir / "envoy.log", nice=nice)
         return [
             (telemetry, lambda: http_ok(f"{s.telemetry_url}/health")),
             *triton_replica_processes(s, repository, backends, self.log_dir),  # SLUICE_TRITON_REPLICAS of them

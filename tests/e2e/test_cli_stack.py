@@ -58,6 +58,14 @@ def test_detached_stack_up_status_down(tmp_path: Path) -> None:
         again = _run(["up", "--detach"], settings)
         assert again.returncode == 1 and "already running" in again.stderr
         pids = [p["pid"] for p in report["processes"].values()]
+        # the engine keeps the supervisor's niceness; the platform's processes yield to it (SLUICE_PLATFORM_NICE)
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        niceness = {name: os.getpriority(os.PRIO_PROCESS, p["pid"]) for name, p in report["processes"].items()}
+        assert niceness["triton"] == base, niceness
+        platform = min(base + settings.platform_nice, 19)
+        assert settings.platform_nice > 0 and platform > base
+        assert all(niceness[name] == platform for name in ("orchestrator", "safety", "retrieval", "telemetry",
+                                                           "envoy")), niceness
     finally:
         down = _run(["down"], settings, timeout=90)
     assert down.returncode == 0 and "stopped" in down.stdout
