@@ -5,12 +5,14 @@ requests are served by the other one."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.bench.proc_memory import children_by_parent
 from services.common.settings import Settings
 from services.orchestrator.replicas import ReplicaPolicy
 from services.orchestrator.replicated_llm import ReplicatedLLM
@@ -83,6 +85,8 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     assert gained[1 - chosen] == 0
     assert gained[chosen] >= (len(QUESTIONS) - 1) * AFFINITY_TOKENS  # every request after the first reused the prefix
 
+    stubs = children_by_parent().get(running.processes[chosen].pid, [])  # its models' Python-backend stubs
+    assert len(stubs) >= 4
     running.processes[chosen].popen.kill()  # SIGKILL: no goodbye, connections refused from now on
     running.processes[chosen].popen.wait(10)
     survivor_before = prefix_hits(settings, 1 - chosen)
@@ -96,6 +100,19 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     dead_first = [settings.triton_grpc_urls[chosen], settings.triton_grpc_urls[1 - chosen]]
     scores, embeddings = asyncio.run(classify_and_embed(dead_first))
     assert len(scores) == 1 and embeddings.vectors.shape == (2, 384)
+    # and none of the dead server's stubs lives on holding its model (each watches its server: engine/stub_lifetime.py)
+    deadline = time.monotonic() + 10
+    while any(map(running_process, stubs)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in stubs if running_process(pid)], "a stub outlived its tritonserver"
+
+
+def running_process(pid: int) -> bool:
+    """Alive and not a zombie (an exited process its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 async def classify_and_embed(urls: list[str]):

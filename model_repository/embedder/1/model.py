@@ -13,12 +13,14 @@ import triton_python_backend_utils as pb_utils
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from engine.stub_lifetime import watch_server  # noqa: E402
 from services.retrieval.embedding_model import model_dir  # noqa: E402
 from services.retrieval.encoder import SentenceEncoder  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        watch_server()  # this stub ends with its tritonserver, however that ends
         config = json.loads(args["model_config"])
         threads = int(config["parameters"].get("torch_threads", {}).get("string_value") or 0)
         self.encoder = SentenceEncoder(model_dir(), threads=threads or None)

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from engine.stub_lifetime import watch_server
 from engine.tokenizer import ChatTokenizer, IncrementalDetokenizer
 
 MAX_TRACKED_REQUESTS = 4096  # bound on detokeniser state for streams that never finish cleanly
@@ -15,6 +16,7 @@ MAX_TRACKED_REQUESTS = 4096  # bound on detokeniser state for streams that never
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        watch_server()  # this stub ends with its tritonserver, however that ends
         config = json.loads(args["model_config"])
         self.tokenizer = ChatTokenizer.from_pretrained(config["parameters"]["tokenizer_dir"]["string_value"])
         self._streams: OrderedDict[str, IncrementalDetokenizer] = OrderedDict()

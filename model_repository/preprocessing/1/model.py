@@ -7,6 +7,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from engine.stub_lifetime import watch_server
 from engine.tokenizer import ChatTokenizer
 
 
@@ -31,6 +32,7 @@ def word_list(sequences: list[list[int]]) -> np.ndarray:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        watch_server()  # this stub ends with its tritonserver, however that ends
         config = json.loads(args["model_config"])
         tokenizer_dir = config["parameters"]["tokenizer_dir"]["string_value"]
         self.tokenizer = ChatTokenizer.from_pretrained(tokenizer_dir)

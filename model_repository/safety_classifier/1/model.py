@@ -17,6 +17,9 @@ class TritonPythonModel:
         repo_root = config["parameters"].get("repo_root", {}).get("string_value")
         if repo_root and repo_root not in sys.path:
             sys.path.insert(0, repo_root)
+        from engine.stub_lifetime import watch_server
+
+        watch_server()  # this stub ends with its tritonserver, however that ends
         from threadpoolctl import threadpool_limits
 
         # One BLAS/OpenMP thread: the products here are small, and an idle pool thread busy-waits after each call —

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from engine.request import FinishReason, GenerationRequest, StepOutput
 from engine.sampling import SamplingParams
 from engine.scheduler import ScheduledBatch
 from engine.streaming import STREAM_WORDS_PARAMETER, StreamInterval, word_breaks
+from engine.stub_lifetime import watch_server
 
 log = logging.getLogger("sluice.tensorrt_llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -351,19 +351,9 @@ class _Metrics:
         self._outcomes[reason.value if reason else "error"].increment(1)  # last: a reader that sees it sees the rest
 
 
-def exit_with_server(server_pid: int, every_s: float = 1.0) -> None:
-    """Ends this stub process once tritonserver is gone. When the server dies without unloading its models (SIGKILL,
-    the OOM killer, a crashed replica) the stub is re-parented and never told; with the engine's threads it then
-    lived on, holding its model and KV pool (~0.5 GB each, seen after the replica-failover tests)."""
-    while os.getppid() == server_pid:
-        time.sleep(every_s)
-    os._exit(0)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        threading.Thread(target=exit_with_server, args=(os.getppid(),), name="sluice-server-watch",
-                         daemon=True).start()
+        watch_server()
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException("tensorrt_llm must be decoupled (model_transaction_policy)")

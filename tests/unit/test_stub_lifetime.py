@@ -1,0 +1,53 @@
+"""A Triton stub's watch ends it when its server dies without a word (SIGKILL), as a crashed replica does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The "server": starts a "stub" that watches it, prints the stub's pid, then waits to be killed.
+SERVER = f"""
+import subprocess, sys, time
+stub = subprocess.Popen([sys.executable, "-c", '''
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from engine.stub_lifetime import watch_server
+watch_server(every_s=0.05)
+print("watching", flush=True)
+time.sleep(60)
+'''], stdout=subprocess.PIPE, text=True)
+assert stub.stdout.readline().strip() == "watching"
+print(stub.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def test_the_stub_ends_when_its_server_is_killed() -> None:
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        stub_pid = int(server.stdout.readline())
+        time.sleep(0.2)
+        assert _alive(stub_pid)  # the watch keeps quiet while its server lives
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        deadline = time.monotonic() + 5
+        while _alive(stub_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(stub_pid), "the stub outlived its server"
+    finally:
+        if server.poll() is None:
+            server.kill()
