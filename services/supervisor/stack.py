@@ -27,7 +27,7 @@ from services.supervisor.control import request as control_request
 from services.supervisor.envoy_config import render_envoy_yaml
 from services.supervisor.health import drain_envoy, envoy_ready, grpc_serving, http_ok, triton_ready
 from services.supervisor.orchestrators import OrchestratorSet, ScaleError
-from services.supervisor.processes import ManagedProcess, check_port_free, wait_until
+from services.supervisor.processes import ManagedProcess, check_port_free, pid_alive, wait_until
 from services.supervisor.replicas import replica_name as triton_replica_name
 from services.supervisor.replicas import replica_ports, replicas_ready, triton_replica_processes
 from services.supervisor.repository import render_repository
@@ -376,25 +376,10 @@ def _read_state(settings: Settings) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def up(detach: bool, settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     state = _read_state(settings)
-    if state and _pid_alive(state.get("pid")):
+    if state and pid_alive(state.get("pid")):
         print(f"sluice: already running (pid {state['pid']}) at {state['endpoint']}", file=sys.stderr)
         return 1
     if not detach:
@@ -427,15 +412,15 @@ def down(settings: Settings | None = None, timeout: float = 60.0) -> int:
     settings = settings or Settings.from_env()
     state = _read_state(settings)
     pid = state.get("pid") if state else None
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         print("sluice: not running")
         (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
         return 0
     os.kill(pid, signal.SIGTERM)
-    if not wait_until(lambda: not _pid_alive(pid), timeout, interval=0.1):
+    if not wait_until(lambda: not pid_alive(pid), timeout, interval=0.1):
         os.kill(pid, signal.SIGKILL)
         for child_pid in (state.get("processes") or {}).values():
-            if _pid_alive(child_pid):
+            if pid_alive(child_pid):
                 os.kill(child_pid, signal.SIGKILL)
     (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
     print("sluice: stopped")
@@ -457,7 +442,7 @@ def endpoints(settings: Settings) -> dict[str, str]:
 def status(settings: Settings | None = None, as_json: bool = False) -> int:
     settings = settings or Settings.from_env()
     state = _read_state(settings)
-    if not state or not _pid_alive(state.get("pid")):
+    if not state or not pid_alive(state.get("pid")):
         if as_json:
             print(json.dumps({"running": False}))
         else:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from services.orchestrator.tenancy.store import issue_key
-from services.supervisor.stack import STATE_FILE, _pid_alive, down, scale, status, up
+from services.supervisor.processes import pid_alive
+from services.supervisor.stack import STATE_FILE, down, scale, status, up
 from tests.conftest import stack_settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -118,7 +119,7 @@ def test_scale_orchestrators_up_and_down_under_load(tmp_path: Path, capsys: pyte
         stop.set()
         for thread in threads:
             thread.join(60)
-        assert _envoy_pid(tmp_path) == envoy_pid and _pid_alive(envoy_pid)  # never restarted
+        assert _envoy_pid(tmp_path) == envoy_pid and pid_alive(envoy_pid)  # never restarted
     finally:
         stop.set()
         down(settings)

@@ -19,7 +19,7 @@ from services.orchestrator.replicated_llm import ReplicatedLLM
 from services.orchestrator.triton_llm import LLMParams
 from services.retrieval.embedding_client import EmbeddingClient
 from services.safety.classifier_client import TritonClassifier
-from services.supervisor.processes import PortInUseError
+from services.supervisor.processes import PortInUseError, pid_alive
 from services.supervisor.replicas import TritonReplicas
 from tests.conftest import stack_settings
 
@@ -102,17 +102,9 @@ def test_shared_prefix_lands_on_one_replica_and_survives_its_death(replicas, dem
     assert len(scores) == 1 and embeddings.vectors.shape == (2, 384)
     # and none of the dead server's stubs lives on holding its model (each watches its server: engine/stub_lifetime.py)
     deadline = time.monotonic() + 10
-    while any(map(running_process, stubs)) and time.monotonic() < deadline:
+    while any(map(pid_alive, stubs)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in stubs if running_process(pid)], "a stub outlived its tritonserver"
-
-
-def running_process(pid: int) -> bool:
-    """Alive and not a zombie (an exited process its new parent has not reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not [pid for pid in stubs if pid_alive(pid)], "a stub outlived its tritonserver"
 
 
 async def classify_and_embed(urls: list[str]):

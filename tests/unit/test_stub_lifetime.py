@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from services.supervisor.processes import pid_alive
+
 REPO = Path(__file__).resolve().parents[2]
 
 # The "server": starts a "stub" that watches it, prints the stub's pid, then waits to be killed.
@@ -29,26 +31,18 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
-
-
 def test_the_stub_ends_when_its_server_is_killed() -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     try:
         stub_pid = int(server.stdout.readline())
         time.sleep(0.2)
-        assert _alive(stub_pid)  # the watchdog keeps quiet while the server lives
+        assert pid_alive(stub_pid)  # the watchdog keeps quiet while the server lives
         os.kill(server.pid, signal.SIGKILL)
         server.wait(10)
         deadline = time.monotonic() + 5
-        while _alive(stub_pid) and time.monotonic() < deadline:
+        while pid_alive(stub_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(stub_pid), "the stub outlived its server"
+        assert not pid_alive(stub_pid), "the stub outlived its server"
     finally:
         if server.poll() is None:
             server.kill()
