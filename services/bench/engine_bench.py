@@ -25,6 +25,7 @@ from services.bench.chart import write_chart
 from services.bench.drivers import MODES, run_mode, run_prefix_reuse, warm_up
 from services.bench.machine import machine_info
 from services.bench.workload import (
+    RequestSpec,
     chat_length_workload,
     fixed_workload,
     mixed_workload,
@@ -97,7 +98,7 @@ def bench_throughput(model: Llama, profile: Profile, seed: int = 0, log: Callabl
     vocab = model.args.vocab_size
     out: dict[str, dict[str, dict]] = {mode: {} for mode in MODES}
     for c in profile.concurrencies:
-        specs = mixed_workload(max(profile.rounds * c, 1), vocab, seed + c, profile.prompt_len, profile.output_len)
+        specs = uniform_workload(profile, vocab, seed, c)
         for mode in MODES:  # fresh engine each
             run_specs = specs[:profile.sequential_requests] if mode == "sequential" else specs
             figures, _ = run_mode(model, mode, run_specs, c, matmul_dtype=matmul_dtype)
@@ -128,11 +129,16 @@ def bench_chat_lengths(model: Llama, profile: Profile, seed: int = 0, log: Calla
             "inflight_vs_static": _ratio(inflight, static)}
 
 
+def uniform_workload(profile: Profile, vocab_size: int, seed: int, concurrency: int) -> list[RequestSpec]:
+    """The requests bench_throughput runs at `concurrency`: output lengths drawn uniformly from profile.output_len."""
+    return mixed_workload(max(profile.rounds * concurrency, 1), vocab_size, seed + concurrency, profile.prompt_len,
+                          profile.output_len)
+
+
 def uniform_ceilings(profile: Profile, vocab_size: int, seed: int = 0) -> dict[str, float]:
     """static_batching_ceiling of the uniform-length workload bench_throughput ran at each concurrency."""
-    return {str(c): round(static_batching_ceiling(
-        mixed_workload(max(profile.rounds * c, 1), vocab_size, seed + c, profile.prompt_len, profile.output_len), c), 2)
-        for c in profile.concurrencies if c > 1}
+    return {str(c): round(static_batching_ceiling(uniform_workload(profile, vocab_size, seed, c), c), 2)
+            for c in profile.concurrencies if c > 1}
 
 
 def throughput_ratios(throughput: dict[str, dict[str, dict]]) -> dict[str, dict[str, float | None]]:
